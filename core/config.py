@@ -1,0 +1,363 @@
+"""Settings: one schema that gives every key its type, default and meaning.
+
+Values come, in rising order of precedence, from the schema defaults, the
+config file (TOML: ``/etc/portcullis/portcullis.conf`` on the appliance,
+``./portcullis.conf`` in a checkout, or the file named by
+``PORTCULLIS_CONFIG``) and environment variables ``PORTCULLIS_<KEY>``.
+The result is parsed once into a frozen :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Callable
+
+APPLIANCE_CONFIG = Path("/etc/portcullis/portcullis.conf")
+CHECKOUT_CONFIG = Path("portcullis.conf")
+
+
+class ConfigError(Exception):
+    """A setting has a value that is not allowed; the text says which and why."""
+
+
+# region parsers: each takes the raw value (str from env, any from TOML) and
+# returns the typed value or raises ValueError with what is allowed.
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a string")
+    return value
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("a whole number")
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ValueError("a whole number") from None
+
+
+def _nonneg_int(value: Any) -> int:
+    number = _int(value)
+    if number < 0:
+        raise ValueError("a whole number, 0 or more")
+    return number
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("a number")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError("a number") from None
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("true or false (also yes/no, on/off, 1/0)")
+
+
+def _list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = value.replace(",", " ").split()
+    elif isinstance(value, (list, tuple)):
+        items = [_str(item).strip() for item in value]
+    else:
+        raise ValueError("a list of strings, or one string separated by commas")
+    return tuple(item for item in items if item)
+
+
+def _domains(value: Any) -> tuple[str, ...]:
+    domains = []
+    for item in _list(value):
+        domain = item.lower().rstrip(".")
+        if not domain or "@" in domain or " " in domain:
+            raise ValueError(f"domain names; {item!r} is not one")
+        domains.append(domain)
+    return tuple(domains)
+
+
+def _networks(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    nets = []
+    for item in _list(value):
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"IP networks such as 192.0.2.0/24 or 2001:db8::/32; "
+                f"{item!r} is not one"
+            ) from None
+    return tuple(nets)
+
+
+def _hostport(value: Any) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port``; an empty string means 'off'."""
+    text = _str(value).strip()
+    if not text:
+        return ("", 0)
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.lstrip(":")
+    else:
+        host, _, port_text = text.rpartition(":")
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not host or not 0 < port < 65536:
+        raise ValueError("host:port, such as 127.0.0.1:2525 or [::1]:2525")
+    return (host, port)
+
+
+def _transports(value: Any) -> dict[str, tuple[str, int]]:
+    """Per-domain next hops: ``example.com=10.0.0.5:25`` entries."""
+    result: dict[str, tuple[str, int]] = {}
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    else:
+        pairs = []
+        for item in _list(value):
+            domain, sep, hop = item.partition("=")
+            if not sep:
+                raise ValueError(f"domain=host:port entries; {item!r} has no '='")
+            pairs.append((domain, hop))
+    for domain, hop in pairs:
+        result[domain.strip().lower().rstrip(".")] = _hostport(hop)
+    return result
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _str(value).strip().lower()
+        if text not in allowed:
+            raise ValueError("one of " + ", ".join(allowed))
+        return text
+
+    return parse
+
+
+# endregion
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+
+
+SCHEMA: tuple[Key, ...] = (
+    # Where things live.
+    Key("data_dir", _str, "./var",
+        "Directory for the queue, quarantine, database and generated keys."),
+    Key("database_url", _str, "",
+        "peewee database URL; empty means sqlite:///<data_dir>/portcullis.db."),
+    Key("hostname", _str, "",
+        "Name in the SMTP banner and in Received headers; empty: the host name."),
+    Key("log_level", _choice("debug", "info", "warning", "error"), "info",
+        "Lowest level written to the log."),
+    Key("log_file", _str, "",
+        "Log file; empty logs to standard error."),
+    # SMTP listeners and who may relay.
+    Key("smtp_listen_in", _hostport, "127.0.0.1:2525",
+        "External listener for incoming mail (25 on the appliance)."),
+    Key("smtp_listen_out", _hostport, "127.0.0.1:2526",
+        "Internal listener for outgoing mail from the mail server (26 on the "
+        "appliance); empty turns it off."),
+    Key("relay_domains", _domains, ("example.com",),
+        "Domains we accept mail for from anyone."),
+    Key("trusted_networks", _networks, ("127.0.0.0/8", "::1/128"),
+        "Clients that may relay to any domain."),
+    Key("xclient_networks", _networks, (),
+        "Front hosts allowed to send XCLIENT to pass the real client address."),
+    Key("proxy_protocol_networks", _networks, (),
+        "Front hosts (load balancers) that speak the PROXY protocol; a "
+        "listener with any entry here expects a PROXY header from them."),
+    Key("max_message_size", _nonneg_int, 10 * 1024 * 1024,
+        "Largest message accepted, in bytes (advertised with SIZE)."),
+    Key("max_recipients", _nonneg_int, 1000,
+        "Recipients per message; more get 452 4.5.3."),
+    Key("bare_lf", _choice("normalise", "reject"), "normalise",
+        "Bare LF or CR in DATA: normalise to CRLF, or refuse with 550 5.5.2."),
+    Key("smtp_timeout", _float, 300.0,
+        "Seconds a client may stay silent before the connection is closed."),
+    Key("tls_cert", _str, "",
+        "PEM certificate for STARTTLS; empty: one generated in data_dir."),
+    Key("tls_key", _str, "",
+        "PEM key for tls_cert; empty: generated alongside it."),
+    # Delivery.
+    Key("downstream", _hostport, "127.0.0.1:2500",
+        "Default next hop for mail to relay domains (the internal mail server)."),
+    Key("transports", _transports, {},
+        "Per-domain next hops, domain=host:port; they win over downstream."),
+    Key("smarthost", _hostport, "",
+        "Next hop for outgoing mail; empty: deliver by MX lookup."),
+    Key("delivery_concurrency", _nonneg_int, 20,
+        "Simultaneous outbound SMTP transactions."),
+    Key("retry_initial", _float, 300.0,
+        "Seconds before the first retry after a 4xx."),
+    Key("retry_max", _float, 3600.0,
+        "Longest pause between retries (the backoff doubles up to this)."),
+    Key("queue_lifetime", _float, 5 * 86400.0,
+        "Seconds a deferred message is retried before it bounces."),
+    # Filtering.
+    Key("workers", _nonneg_int, 0,
+        "Filter worker processes; 0 means one per CPU core."),
+    Key("clamd", _str, "unix:/var/run/clamav/clamd.ctl",
+        "clamd address: unix:/path/to/socket or host:port."),
+    Key("clamd_timeout", _float, 30.0,
+        "Seconds to wait for a clamd answer."),
+    Key("virus_fail_open", _bool, False,
+        "Deliver unscanned mail when clamd is unreachable (default: keep it "
+        "queued)."),
+    Key("virus_scan", _bool, True,
+        "Scan every message with clamd."),
+    Key("spam_tag_level", _float, 3.0,
+        "Score from which X-Spam-Flag: YES is added."),
+    Key("spam_quarantine_level", _float, 6.0,
+        "Score from which a message goes to the spam quarantine."),
+    Key("bayes_enabled", _bool, True,
+        "Score messages with the Bayesian filter."),
+    # Web admin.
+    Key("web_listen", _hostport, "127.0.0.1:8025",
+        "Address of the web admin."),
+    Key("web_workers", _nonneg_int, 2,
+        "gunicorn worker processes for the web admin."),
+    Key("secret_key", _str, "",
+        "Signing key for sessions and quarantine links; empty: a key "
+        "generated at init and kept in data_dir."),
+)
+
+SCHEMA_BY_NAME = {key.name: key for key in SCHEMA}
+
+
+class Settings:
+    """Typed, read-only settings. Attribute names are the schema keys."""
+
+    def __init__(self, values: dict[str, Any], source: str):
+        object.__setattr__(self, "_values", dict(values))
+        object.__setattr__(self, "source", source)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("settings are read-only; use replace()")
+
+    def replace(self, **changes: Any) -> "Settings":
+        """Copy with some keys changed, parsed like file values."""
+        values = dict(self._values)
+        for name, raw in changes.items():
+            values[name] = _parse_one(name, raw, "replace()")
+        return Settings(_derive(values), self.source)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+def _parse_one(name: str, raw: Any, where: str) -> Any:
+    key = SCHEMA_BY_NAME.get(name)
+    if key is None:
+        raise ConfigError(f"unknown setting {name!r} in {where}; see README for keys")
+    try:
+        return key.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(
+            f"setting {name!r} in {where} is {raw!r}; allowed: {exc}"
+        ) from None
+
+
+def _derive(values: dict[str, Any]) -> dict[str, Any]:
+    data_dir = Path(values["data_dir"]).expanduser()
+    values["data_dir"] = str(data_dir)
+    if not values["database_url"]:
+        values["database_url"] = f"sqlite:///{data_dir / 'portcullis.db'}"
+    if not values["hostname"]:
+        import socket
+
+        values["hostname"] = socket.gethostname() or "localhost"
+    if values["workers"] == 0:
+        values["workers"] = os.cpu_count() or 1
+    return values
+
+
+def find_config_file(environ: dict[str, str] | None = None) -> Path | None:
+    environ = os.environ if environ is None else environ
+    named = environ.get("PORTCULLIS_CONFIG")
+    if named:
+        return Path(named)
+    for candidate in (CHECKOUT_CONFIG, APPLIANCE_CONFIG):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load(
+    path: Path | str | None = None,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Read defaults, then the config file, then PORTCULLIS_* variables.
+
+    Raises ConfigError naming the key, the file and what is allowed.
+    """
+    environ = os.environ if environ is None else environ
+    path = Path(path) if path else find_config_file(environ)
+    values = {key.name: key.parse(key.default) for key in SCHEMA}
+
+    if path is not None:
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        # A [portcullis] table or top-level keys both work.
+        document = document.get("portcullis", document)
+        for name, raw in document.items():
+            values[name] = _parse_one(name, raw, str(path))
+
+    for env_name, raw in environ.items():
+        if not env_name.startswith("PORTCULLIS_") or env_name == "PORTCULLIS_CONFIG":
+            continue
+        name = env_name[len("PORTCULLIS_"):].lower()
+        values[name] = _parse_one(name, raw, f"environment variable {env_name}")
+
+    for name, raw in (overrides or {}).items():
+        values[name] = _parse_one(name, raw, "overrides")
+
+    return Settings(_derive(values), str(path) if path else "defaults")
+
+
+def describe() -> str:
+    """The keys as a Markdown table, for the README and `portcullis config`."""
+    lines = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for key in SCHEMA:
+        default = key.default
+        if isinstance(default, tuple):
+            default = ", ".join(default)
+        lines.append(f"| `{key.name}` | `{default}` | {key.help} |")
+    return "\n".join(lines)
