@@ -1,0 +1,33 @@
+"""The settings schema: defaults, file, environment, and clear errors."""
+
+import pytest
+
+from core import config
+
+
+def test_defaults_load_without_a_file():
+    settings = config.load(path=None, environ={"PORTCULLIS_CONFIG": ""})
+    assert settings.max_message_size == 10 * 1024 * 1024
+    assert settings.smtp_listen_in == ("127.0.0.1", 2525)
+
+
+def test_file_then_environment(tmp_path):
+    conf = tmp_path / "portcullis.conf"
+    conf.write_text('relay_domains = ["example.com", "example.org"]\nworkers = 3\n')
+    settings = config.load(conf, environ={"PORTCULLIS_WORKERS": "5"})
+    assert settings.relay_domains == ("example.com", "example.org")
+    assert settings.workers == 5
+
+
+def test_bad_value_names_key_file_and_allowed(tmp_path):
+    conf = tmp_path / "portcullis.conf"
+    conf.write_text('bare_lf = "sometimes"\n')
+    with pytest.raises(config.ConfigError) as err:
+        config.load(conf, environ={})
+    text = str(err.value)
+    assert "bare_lf" in text and str(conf) in text and "normalise" in text
+
+
+def test_unknown_key_is_refused(tmp_path):
+    with pytest.raises(config.ConfigError, match="unknown setting"):
+        config.load(None, environ={"PORTCULLIS_NO_SUCH_KEY": "1"})
