@@ -63,6 +63,9 @@ class Envelope:
     size: int = 0
     mail_options: list[str] = dataclasses.field(default_factory=list)
     tls: bool = False
+    # Left by SMTP-time checks (core/policy) for the content filter.
+    smtp_score: float = 0.0
+    smtp_notes: list[str] = dataclasses.field(default_factory=list)
     # Filled in by the filter.
     verdict: str = ""
     score: float | None = None
