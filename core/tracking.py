@@ -3,15 +3,19 @@
 This module is the only writer of those rows. Calls are cheap: they put a
 job on a queue that one background thread per process writes out in
 batches, one transaction per batch, so no event loop waits on the database
-and SQLite sees few, large transactions.
+and SQLite sees few, large transactions. Runs of the same kind of write in
+a batch go to the database as one ``executemany`` of plain SQL: building a
+peewee query per message cost the SMTP process half of its CPU per message.
 """
 
 from __future__ import annotations
 
 import atexit
+import datetime as _dt
 import logging
 import queue
 import threading
+import time
 from typing import Any, Callable
 
 from core import models
@@ -19,22 +23,94 @@ from core.models import Message, QuarantineItem, Recipient, utcnow
 
 log = logging.getLogger(__name__)
 
-_jobs: "queue.Queue[Callable[[], Any] | None]" = queue.Queue()
+BATCH = 500
+
+# A job is (statement key, parameters) for the batched SQL below, or
+# (None, callable) for the rare writes done through peewee.
+_jobs: "queue.Queue[tuple[str | None, Any] | None]" = queue.Queue()
 _thread: threading.Thread | None = None
 _lock = threading.Lock()
-_idle = threading.Event()
-_idle.set()
+_pending = 0
+_pending_lock = threading.Lock()
+_done = threading.Condition(_pending_lock)
 
-BATCH = 200
+# Columns without a database default must all be given: peewee keeps its
+# defaults in Python, not in the schema.
+_SQL = {
+    "received": (
+        "INSERT INTO message (qid, message_id, sender, subject, size, client_ip,"
+        " helo, direction, virus, verdict, status, detail, received_at)"
+        " VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, '', 'queued', 'queued',"
+        " '', {p})"
+        " ON CONFLICT (qid) DO UPDATE SET sender = excluded.sender,"
+        " size = excluded.size, client_ip = excluded.client_ip,"
+        " helo = excluded.helo, direction = excluded.direction,"
+        " received_at = excluded.received_at,"
+        " message_id = CASE WHEN excluded.message_id <> ''"
+        " THEN excluded.message_id ELSE message.message_id END,"
+        " subject = CASE WHEN excluded.subject <> ''"
+        " THEN excluded.subject ELSE message.subject END"
+    ),
+    "recipient": (
+        "INSERT INTO recipient (message_id, address, status, reply, attempts,"
+        " updated_at) SELECT id, {p}, 'queued', '', 0, {p} FROM message"
+        " WHERE qid = {p} ON CONFLICT DO NOTHING"
+    ),
+    "stub": (
+        "INSERT INTO message (qid, message_id, sender, subject, size, client_ip,"
+        " helo, direction, virus, verdict, status, detail, received_at)"
+        " VALUES ({p}, '', '', '', 0, '', '', 'in', '', 'queued', 'queued', '',"
+        " {p}) ON CONFLICT (qid) DO NOTHING"
+    ),
+    "filtered": (
+        "UPDATE message SET verdict = {p}, score = {p}, virus = {p}, detail = {p},"
+        " filtered_at = {p} WHERE qid = {p}"
+    ),
+    "status": "UPDATE message SET status = {p} WHERE qid = {p}",
+    "status_done": "UPDATE message SET status = {p}, done_at = {p} WHERE qid = {p}",
+    "rcpt_status": (
+        "UPDATE recipient SET status = {p}, reply = {p}, updated_at = {p},"
+        " attempts = COALESCE({p}, attempts)"
+        " WHERE address = {p} AND message_id = (SELECT id FROM message"
+        " WHERE qid = {p})"
+    ),
+    "message_id": "UPDATE message SET message_id = {p} WHERE qid = {p}",
+    "subject": "UPDATE message SET subject = {p} WHERE qid = {p}",
+}
+
+
+def _statement(key: str) -> str:
+    return _SQL[key].format(p=models.db.param)
+
+
+def _run(kind: str | None, group: list[Any]) -> None:
+    if kind is None:
+        for job in group:
+            job()
+        return
+    cursor = models.db.cursor()
+    cursor.executemany(_statement(kind), group)
+
+
+def _write(batch: list[tuple[str | None, Any]]) -> None:
+    # Consecutive jobs of one kind become one executemany; order is kept,
+    # so a status update never runs before the row it updates.
+    kind, group = batch[0][0], []
+    for job_kind, payload in batch:
+        if job_kind != kind:
+            _run(kind, group)
+            kind, group = job_kind, []
+        group.append(payload)
+    _run(kind, group)
 
 
 def _writer() -> None:
+    global _pending
     while True:
-        job = _jobs.get()
-        if job is None:
+        first = _jobs.get()
+        if first is None:
             return
-        _idle.clear()
-        batch = [job]
+        batch = [first]
         while len(batch) < BATCH:
             try:
                 nxt = _jobs.get_nowait()
@@ -46,40 +122,43 @@ def _writer() -> None:
             batch.append(nxt)
         try:
             with models.db.atomic():
-                for item in batch:
-                    item()
+                _write(batch)
         except Exception:
             # One bad row must not lose the batch: retry the jobs one by one.
-            for item in batch:
+            for job in batch:
                 try:
                     with models.db.atomic():
-                        item()
+                        _write([job])
                 except Exception:
-                    log.exception("event=tracking_error")
-        if _jobs.empty():
-            _idle.set()
+                    log.exception("event=tracking_error kind=%s", job[0])
+        with _done:
+            _pending -= len(batch)
+            if _pending == 0:
+                _done.notify_all()
 
 
-def _submit(job: Callable[[], Any]) -> None:
-    global _thread
+def _submit(kind: str | None, payload: Any) -> None:
+    global _thread, _pending
     with _lock:
         if _thread is None or not _thread.is_alive():
             _thread = threading.Thread(target=_writer, name="tracking", daemon=True)
             _thread.start()
             atexit.register(flush)
-    _idle.clear()
-    _jobs.put(job)
+    with _done:
+        _pending += 1
+    _jobs.put((kind, payload))
 
 
-def flush(timeout: float = 10.0) -> None:
-    """Wait until every queued write is in the database."""
-    if _thread is None:
-        return
-    deadline = threading.Event()
-    waited = 0.0
-    while not (_jobs.empty() and _idle.is_set()) and waited < timeout:
-        deadline.wait(0.01)
-        waited += 0.01
+def flush(timeout: float = 10.0) -> bool:
+    """Wait until every queued write is in the database; False on timeout."""
+    deadline = time.monotonic() + timeout
+    with _done:
+        while _pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            _done.wait(left)
+    return True
 
 
 def _clip(text: object, limit: int = 998) -> str:
@@ -96,78 +175,45 @@ def received(envelope, message_id: str | None = None,
     when it claims the message, so whichever write lands first creates the
     row and a worker never updates a row that is not there yet.
     """
-    fields = {
-        "qid": envelope.qid,
-        "sender": _clip(envelope.sender),
-        "size": envelope.size,
-        "client_ip": envelope.client_ip,
-        "helo": _clip(envelope.helo, 255),
-        "direction": envelope.direction,
-    }
-    if message_id is not None:
-        fields["message_id"] = _clip(message_id)
-    if subject is not None:
-        fields["subject"] = _clip(subject)
-    recipients = list(dict.fromkeys(_clip(r) for r in envelope.recipients))
-
-    def job() -> None:
-        update = {getattr(Message, k): v for k, v in fields.items() if k != "qid"}
-        (Message.insert(**fields)
-         .on_conflict(conflict_target=[Message.qid], update=update)
-         .execute())
-        msg = Message.get(Message.qid == envelope.qid)
-        rows = [{"message": msg.id, "address": r} for r in recipients]
-        if rows:
-            Recipient.insert_many(rows).on_conflict_ignore().execute()
-
-    _submit(job)
-
-
-def _update(qid: str, **fields: Any) -> None:
-    def job() -> None:
-        Message.insert(qid=qid).on_conflict_ignore().execute()
-        Message.update(**fields).where(Message.qid == qid).execute()
-
-    _submit(job)
+    now = utcnow()
+    try:
+        arrived = _dt.datetime.fromtimestamp(
+            envelope.received_at, _dt.timezone.utc).replace(tzinfo=None)
+    except (TypeError, ValueError, OverflowError):
+        arrived = now
+    _submit("received", (
+        envelope.qid, _clip(message_id), _clip(envelope.sender), _clip(subject),
+        envelope.size, envelope.client_ip, _clip(envelope.helo, 255),
+        envelope.direction, arrived,
+    ))
+    for rcpt in dict.fromkeys(_clip(r) for r in envelope.recipients):
+        _submit("recipient", (rcpt, now, envelope.qid))
 
 
 def filtered(qid: str, verdict: str, score: float | None = None, virus: str = "",
              detail: str = "", message_id: str | None = None,
              subject: str | None = None) -> None:
-    fields: dict[str, Any] = {
-        "verdict": verdict, "score": score, "virus": _clip(virus),
-        "detail": _clip(detail, 4000), "filtered_at": utcnow(),
-    }
+    _submit("stub", (qid, utcnow()))
+    _submit("filtered", (verdict, score, _clip(virus), _clip(detail, 4000),
+                         utcnow(), qid))
     if message_id is not None:
-        fields["message_id"] = _clip(message_id)
+        _submit("message_id", (_clip(message_id), qid))
     if subject is not None:
-        fields["subject"] = _clip(subject)
-    _update(qid, **fields)
+        _submit("subject", (_clip(subject), qid))
 
 
 def status(qid: str, status: str, done: bool = False) -> None:
-    fields: dict[str, Any] = {"status": status}
+    _submit("stub", (qid, utcnow()))
     if done:
-        fields["done_at"] = utcnow()
-    _update(qid, **fields)
+        _submit("status_done", (status, utcnow(), qid))
+    else:
+        _submit("status", (status, qid))
 
 
 def recipient_status(qid: str, address: str, status: str, reply: str = "",
                      attempts: int | None = None) -> None:
-    def job() -> None:
-        msg = Message.get_or_none(Message.qid == qid)
-        if msg is None:
-            return
-        fields: dict[str, Any] = {
-            "status": status, "reply": _clip(reply, 1000), "updated_at": utcnow(),
-        }
-        if attempts is not None:
-            fields["attempts"] = attempts
-        (Recipient.update(**fields)
-         .where(Recipient.message == msg, Recipient.address == _clip(address))
-         .execute())
-
-    _submit(job)
+    _submit("rcpt_status", (status, _clip(reply, 1000), utcnow(), attempts,
+                            _clip(address), qid))
 
 
 def quarantined(qid: str, kind: str, reason: str) -> None:
@@ -181,4 +227,9 @@ def quarantined(qid: str, kind: str, reason: str) -> None:
         (Recipient.update(status="quarantined", updated_at=utcnow())
          .where(Recipient.message == msg).execute())
 
-    _submit(job)
+    _submit(None, job)
+
+
+def run_in_writer(job: Callable[[], Any]) -> None:
+    """Queue another peewee write behind the tracking writes already queued."""
+    _submit(None, job)
