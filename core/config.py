@@ -195,6 +195,12 @@ SCHEMA: tuple[Key, ...] = (
         "Recipients per message; more get 452 4.5.3."),
     Key("bare_lf", _choice("normalise", "reject"), "normalise",
         "Bare LF or CR in DATA: normalise to CRLF, or refuse with 550 5.5.2."),
+    Key("long_lines", _choice("reject", "accept"), "reject",
+        "Message lines over 1000 octets (RFC 5321 4.5.3.1.6): refuse with "
+        "500 5.5.2 after the final dot, or accept them unchanged."),
+    Key("greet_pause", _float, 1.0,
+        "Seconds to wait before the 220 banner; a client that talks first gets "
+        "554 5.5.1 and is disconnected (trusted networks skip it); 0 is off."),
     Key("smtp_timeout", _float, 300.0,
         "Seconds a client may stay silent before the connection is closed."),
     Key("tls_cert", _str, "",
@@ -223,9 +229,15 @@ SCHEMA: tuple[Key, ...] = (
         "clamd address: unix:/path/to/socket or host:port."),
     Key("clamd_timeout", _float, 30.0,
         "Seconds to wait for a clamd answer."),
+    Key("clamd_stream_max", _nonneg_int, 25 * 1024 * 1024,
+        "clamd's StreamMaxLength in bytes (its default, 25M); a stream longer "
+        "than this is not sent but reported unscanned."),
     Key("virus_fail_open", _bool, False,
         "Deliver unscanned mail when clamd is unreachable (default: keep it "
         "queued)."),
+    Key("filter_retry", _float, 60.0,
+        "Seconds before a message whose scan failed for a temporary reason "
+        "(clamd unreachable) is filtered again."),
     Key("virus_scan", _bool, True,
         "Scan every message with clamd."),
     Key("spam_tag_level", _float, 3.0,
@@ -234,6 +246,41 @@ SCHEMA: tuple[Key, ...] = (
         "Score from which a message goes to the spam quarantine."),
     Key("bayes_enabled", _bool, True,
         "Score messages with the Bayesian filter."),
+    Key("bayes_bigrams", _nonneg_int, 3,
+        "Bayes OSB window: each word is paired with the window-1 words before "
+        "it (1 or 0: single words only; at most 8)."),
+    Key("bayes_max_tokens", _nonneg_int, 12000,
+        "Most tokens (pairs included) taken from one message."),
+    Key("bayes_unsure_low", _float, 0.2,
+        "Bayes probability up to which a message is ham; above it is unsure."),
+    Key("bayes_unsure_high", _float, 0.9,
+        "Bayes probability from which a message is spam."),
+    Key("bayes_min_learned", _nonneg_int, 50,
+        "Ham and spam messages each that must be learned before Bayes scores."),
+    Key("bayes_autolearn", _bool, True,
+        "Learn messages the filter is very sure about (see the two levels)."),
+    Key("bayes_autolearn_spam", _float, 0.9999,
+        "Bayes probability from which a message is learned as spam."),
+    Key("bayes_autolearn_ham", _float, 0.0001,
+        "Bayes probability up to which a message is learned as ham."),
+    Key("bayes_expire_days", _nonneg_int, 180,
+        "Tokens unseen for this many days and learned at most twice expire."),
+    Key("bayes_reload_seconds", _float, 60.0,
+        "How often a worker checks whether the token store changed."),
+    Key("uribl_zones", _list, (),
+        "URI blocklist zones, each zone[/bitmask or =127.0.0.2|127.0.0.3][:score], "
+        "e.g. multi.surbl.org/0x7e:3.5; empty turns URI lookups off."),
+    Key("uribl_max_lookups", _nonneg_int, 20,
+        "Most registrable domains of one message looked up in the zones."),
+    # DNS and SMTP-time policy (the policy knobs themselves live in the
+    # database tables policy_setting and policy_list_entry).
+    Key("dns_servers", _list, (),
+        "DNS servers (host, host:port or [v6]:port); empty: the system resolver."),
+    Key("dns_timeout", _float, 5.0,
+        "Seconds one DNS lookup may take before it counts as a temporary error."),
+    Key("policy_refresh", _float, 30.0,
+        "Seconds between re-reading the policy settings and lists from the "
+        "database."),
     # Web admin.
     Key("web_listen", _hostport, "127.0.0.1:8025",
         "Address of the web admin."),
