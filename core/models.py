@@ -90,7 +90,7 @@ class BayesToken(BaseModel):
     token = pw.BigIntegerField(primary_key=True)
     ham = pw.IntegerField(default=0)
     spam = pw.IntegerField(default=0)
-    last_seen = pw.IntegerField(default=0)  # days since epoch
+    last_seen = pw.IntegerField(default=0, index=True)  # days since epoch
 
 
 class BayesMeta(BaseModel):
@@ -98,6 +98,79 @@ class BayesMeta(BaseModel):
 
     key = pw.CharField(max_length=32, primary_key=True)
     value = pw.BigIntegerField(default=0)
+
+
+class BayesSeen(BaseModel):
+    """A message the Bayesian filter learned, so it is not counted twice."""
+
+    digest = pw.CharField(max_length=64, primary_key=True)  # sha256 hex
+    spam = pw.BooleanField()
+    day = pw.IntegerField(default=0)  # days since epoch
+
+
+class LoginAttempt(BaseModel):
+    """One web admin login attempt, kept to slow down password guessing."""
+
+    client_ip = pw.CharField(max_length=64, index=True)
+    username = pw.CharField(max_length=64, default="")
+    ok = pw.BooleanField(default=False)
+    at = pw.DateTimeField(default=utcnow, index=True)
+
+
+class ApiToken(BaseModel):
+    """A bearer token for the JSON API; only its SHA-256 is stored."""
+
+    user = pw.ForeignKeyField(AdminUser, backref="tokens", on_delete="CASCADE")
+    name = pw.CharField(max_length=64, default="")
+    token_hash = pw.CharField(max_length=64, unique=True)
+    created_at = pw.DateTimeField(default=utcnow)
+    last_used_at = pw.DateTimeField(null=True)
+
+
+class PolicySetting(BaseModel):
+    """One SMTP-time policy knob (``spf.enabled``...); value is JSON text."""
+
+    key = pw.CharField(max_length=64, primary_key=True)
+    value = pw.TextField()
+    updated_at = pw.DateTimeField(default=utcnow)
+
+
+class PolicyListEntry(BaseModel):
+    """A block/welcome list entry: address, domain, *.domain, /regex/ or net."""
+
+    # smtp_welcome (skips SMTP-time checks) | welcome | block
+    list_name = pw.CharField(max_length=16, index=True)
+    kind = pw.CharField(max_length=16)  # sender | recipient | client
+    pattern = pw.TextField()
+    comment = pw.TextField(default="")
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class GreylistTriplet(BaseModel):
+    """A (client network, sender, recipient) seen by greylisting; unix times."""
+
+    network = pw.CharField(max_length=64)
+    sender = pw.TextField()
+    recipient = pw.TextField()
+    first_seen = pw.FloatField()
+    last_seen = pw.FloatField(index=True)
+    passed_at = pw.FloatField(null=True)
+    attempts = pw.IntegerField(default=1)
+
+    class Meta:
+        indexes = ((("network", "sender", "recipient"), True),)
+
+
+class PolicyCounter(BaseModel):
+    """How often a check gave a result on a day (UTC), for the stats page."""
+
+    day = pw.DateField()
+    check_name = pw.CharField(max_length=32)
+    result = pw.CharField(max_length=32)
+    count = pw.IntegerField(default=0)
+
+    class Meta:
+        indexes = ((("day", "check_name", "result"), True),)
 
 
 class SchemaVersion(BaseModel):
@@ -114,5 +187,12 @@ MODELS = (
     QuarantineItem,
     BayesToken,
     BayesMeta,
+    BayesSeen,
+    LoginAttempt,
+    ApiToken,
+    PolicySetting,
+    PolicyListEntry,
+    GreylistTriplet,
+    PolicyCounter,
     SchemaVersion,
 )

@@ -8,14 +8,20 @@ through that default).
 
 from __future__ import annotations
 
+import contextlib
+
+import dns.asyncresolver
 import dns.resolver
 import pytest
 
 from tests.support import dnsserver
 
+# Shared real peers as fixtures: clamd (a real daemon with EICAR signatures).
+pytest_plugins = ["tests.support.clamd"]
 
-def _loopback_resolver(port: int) -> dns.resolver.Resolver:
-    resolver = dns.resolver.Resolver(configure=False)
+
+def _loopback_resolver(port: int, kind=dns.resolver.Resolver):
+    resolver = kind(configure=False)
     resolver.nameservers = ["127.0.0.1"]
     resolver.port = port
     resolver.timeout = 2.0
@@ -26,9 +32,31 @@ def _loopback_resolver(port: int) -> dns.resolver.Resolver:
 
 _SERVER = dnsserver.start()
 dns.resolver.default_resolver = _loopback_resolver(_SERVER.port)
+# The same for code that asks dns.asyncresolver's own default directly.
+dns.asyncresolver.default_resolver = _loopback_resolver(
+    _SERVER.port, dns.asyncresolver.Resolver)
 
 
 @pytest.fixture(scope="session")
 def dns_server():
     """The loopback DNS server; tests add zones with ``dns_server.load(...)``."""
     return _SERVER
+
+
+@pytest.fixture
+def dns_zone(dns_server):
+    """Records for one test: ``dns_zone("a.example. A 192.0.2.1")`` or
+    ``dns_zone(path=case / "dns.txt")``; gone (and the resolver cache empty)
+    after the test."""
+    from core import dns as core_dns
+
+    stack = contextlib.ExitStack()
+
+    def load(text: str = "", path=None):
+        core_dns.clear_cache()
+        stack.enter_context(dns_server.zone(text, path))
+        return dns_server
+
+    yield load
+    stack.close()
+    core_dns.clear_cache()

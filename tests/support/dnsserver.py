@@ -2,11 +2,18 @@
 
 Fixture files use the cases' ``dns.txt`` format: ``OWNER TYPE DATA`` per line.
 Names not listed answer NXDOMAIN; a listed name asked for another type
-answers NOERROR with no data.
+answers NOERROR with no data. Any type dnspython can parse works (A, AAAA,
+MX, PTR, CNAME, TXT with several strings ``"a" "b"``). Three pseudo-types
+make a name fail for every type: ``SERVFAIL``, ``REFUSED`` and ``TIMEOUT``
+(no answer at all), e.g. ``slow.example. TIMEOUT -``.
+
+``with server.zone(text):`` loads records for one test and takes them out
+again afterwards, so tests do not see each other's names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -45,6 +52,36 @@ class TestDNSServer:
         with open(path, encoding="utf-8") as handle:
             self.load_text(handle.read())
 
+    def remove(self, owner: str) -> None:
+        name = owner.lower().rstrip(".") + "."
+        with self._lock:
+            self.records.pop(name, None)
+
+    @contextlib.contextmanager
+    def zone(self, text: str = "", path=None):
+        """Records present only inside the ``with`` block; yields the server.
+
+        The query log starts empty, so ``asked()`` counts this block's queries.
+        """
+        with self._lock:
+            saved = {name: list(entries) for name, entries in self.records.items()}
+            self.queries.clear()
+        try:
+            if path is not None:
+                self.load(path)
+            self.load_text(text)
+            yield self
+        finally:
+            with self._lock:
+                self.records = saved
+
+    def asked(self, name: str, rtype: str | None = None) -> int:
+        """How often ``name`` (and ``rtype``, if given) was queried."""
+        name = name.lower().rstrip(".") + "."
+        with self._lock:
+            return sum(1 for n, t in self.queries
+                       if n == name and (rtype is None or t == rtype.upper()))
+
     def clear(self) -> None:
         with self._lock:
             self.records.clear()
@@ -68,6 +105,14 @@ class TestDNSServer:
             entries = list(self.records.get(name, ()))
         if not entries:
             response.set_rcode(dns.rcode.NXDOMAIN)
+            return response.to_wire()
+        kinds = {rtype for rtype, _ in entries}
+        if "TIMEOUT" in kinds:
+            return None
+        if "SERVFAIL" in kinds or "REFUSED" in kinds:
+            response.flags &= ~dns.flags.AA
+            response.set_rcode(dns.rcode.SERVFAIL if "SERVFAIL" in kinds
+                               else dns.rcode.REFUSED)
             return response.to_wire()
         for rtype, data in entries:
             if rtype != qtype and rtype != "CNAME":

@@ -1,0 +1,36 @@
+"""Sender-specified routing: ``user%other@us``, ``other!user@us`` and
+``"user@other"@us`` from untrusted clients are refused as relay attempts.
+
+Such a recipient is at one of our relay domains, so the relay check lets it
+through, but an older next hop may route it on to ``other``: the classic
+open-relay probes. Postfix refuses the same with
+``allow_untrusted_routing = no``, its default. Trusted clients may use them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from core import replies
+from core.policy.base import HookResult, SessionInfo
+from core.policy.check import Check, show, split_address, tag
+
+log = logging.getLogger(__name__)
+
+_ROUTING = ("%", "!", "@")
+
+
+class RoutingCheck(Check):
+    """Refuses recipients whose local part carries routing to another host."""
+
+    name = "routing"
+
+    async def on_rcpt(self, session: SessionInfo, rcpt: str) -> HookResult | None:
+        if session.trusted or session.direction == "out":
+            return None
+        local = split_address(rcpt)[0]
+        if not any(mark in local for mark in _ROUTING):
+            return None
+        log.info("%s event=routing rcpt=<%s> action=reject", tag(session), show(rcpt))
+        self.count("reject")
+        return HookResult(reply=replies.RELAY_DENIED.format(rcpt=f"<{show(rcpt)}>"))
