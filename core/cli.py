@@ -1,0 +1,534 @@
+"""The ``portcullis`` command.
+
+Every subcommand loads the settings (``--config FILE``, else the usual
+places, see core/config.py). Bad input prints one line saying what to do
+and exits with 2; so do configuration errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from core import config as _config
+
+log = logging.getLogger(__name__)
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """Bad input or state; printed as one line, exit code 2."""
+
+
+# region helpers
+
+
+def _settings(args) -> _config.Settings:
+    return _config.load(args.config)
+
+
+def _open_db(settings, need_schema: bool = True):
+    from core import db
+
+    database = db.open_database(settings.database_url)
+    if need_schema:
+        missing = db.pending(database)
+        if missing:
+            raise CliError(f"the database {settings.database_url} is not set up "
+                           f"(missing {', '.join(missing)}); run 'portcullis init'")
+    return database
+
+
+def _read_password_file(path: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot read password file {path}: {exc.strerror}") from None
+    lines = text.splitlines()
+    password = lines[0] if lines else ""
+    if not password:
+        raise CliError(f"password file {path} is empty; put the password on its "
+                       "first line")
+    return password
+
+
+def _ask_password(prompt_name: str) -> str:
+    first = getpass.getpass(f"Password for {prompt_name}: ")
+    second = getpass.getpass("Same password again: ")
+    if first != second:
+        raise CliError("the two passwords differ; run the command again")
+    return first
+
+
+def _password(args, username: str) -> tuple[str, bool]:
+    """(password, generated?) from --password-file, a prompt, or generated."""
+    from core.users import generate_password
+
+    if args.password_file:
+        return _read_password_file(args.password_file), False
+    if getattr(args, "generate_password", False) or not sys.stdin.isatty():
+        return generate_password(), True
+    return _ask_password(username), False
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> None:
+    from core.logsetup import scrub
+
+    cells = [[scrub(c, 60) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    print(line.rstrip())
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _when(value) -> str:
+    if value is None:
+        return "-"
+    return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") \
+        else str(value)[:19]
+
+
+# endregion
+
+# region init, run, config
+
+
+def cmd_init(args) -> int:
+    """Create data dir, queue, database, signing key and the first admin."""
+    from core import db
+    from core.models import AdminUser
+    from core.spool import Spool
+    from core.users import UserError, check_username, create_user, secret_key
+
+    settings = _settings(args)
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o750)
+    Spool(data_dir)
+
+    database = db.open_database(settings.database_url)
+    ran = db.migrate(database)
+    key_file = data_dir / "secret_key"
+    had_key = key_file.exists()
+    secret_key(data_dir, settings.secret_key)
+    if not settings.secret_key and not had_key:
+        print(f"Made the session signing key {key_file} (mode 0600).")
+    if ran:
+        print(f"Database {settings.database_url}: applied {', '.join(ran)}.")
+
+    if AdminUser.select().exists():
+        if args.if_needed:
+            return 0
+        names = ", ".join(u.username for u in AdminUser.select().limit(5))
+        print(f"Already set up: admin accounts exist ({names}). Use 'portcullis "
+              "user add' or 'portcullis user passwd' to change them.")
+        return 0
+
+    try:
+        username = check_username(args.admin)
+        password, generated = _password(args, username)
+        create_user(username, password)
+    except UserError as exc:
+        raise CliError(str(exc)) from None
+    print(f"Created admin {username!r}.")
+    if generated:
+        # Shown this once; only its hash is stored.
+        print(f"Password (shown only now, write it down): {password}")
+    host, port = settings.web_listen
+    print(f"Log in at http://{host if ':' not in host else '[' + host + ']'}:{port}/")
+    return 0
+
+
+def cmd_run(args) -> int:
+    """Start the whole gateway in the foreground."""
+    settings = _settings(args)
+    from core import logsetup
+
+    logsetup.configure(settings.log_level, settings.log_file)
+    from core import runner
+
+    result = runner.run(settings)
+    return int(result or 0)
+
+
+def cmd_config(args) -> int:
+    """Print the effective settings, then the table of all keys."""
+    settings = _settings(args)
+    print(f"# effective settings (source: {settings.source})")
+    for key in _config.SCHEMA:
+        value = getattr(settings, key.name)
+        if key.name == "secret_key" and value:
+            value = "(set, not shown)"
+        elif key.name == "database_url":
+            value = _hide_password(value)
+        print(f"{key.name} = {_show(value)}")
+    print()
+    print(_config.describe())
+    return 0
+
+
+def _hide_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if sep and at and ":" in creds:
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def _show(value) -> str:
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+        host, port = value
+        return f"{host}:{port}" if host else '""'
+    if isinstance(value, tuple):
+        return json.dumps([str(v) for v in value])
+    if isinstance(value, dict):
+        return json.dumps({k: f"{h}:{p}" for k, (h, p) in value.items()})
+    if isinstance(value, str):
+        return json.dumps(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+# endregion
+
+# region track
+
+
+def cmd_track(args) -> int:
+    """Search the tracking records."""
+    from core import stats
+
+    settings = _settings(args)
+    _open_db(settings)
+    filters = stats.Filters(
+        qid=args.qid or "", sender=args.sender or "", rcpt=args.rcpt or "",
+        subject=args.subject or "", client_ip=args.ip or "",
+        verdict=args.verdict or "", status=args.status or "",
+        since=args.since or "", until=args.until or "",
+    )
+    try:
+        page = stats.search(filters, 1, args.limit)
+    except stats.SearchError as exc:
+        raise CliError(str(exc)) from None
+
+    if args.json:
+        _print_json({"total": page.total,
+                     "messages": [stats.message_dict(m) for m in page.items]})
+        return 0
+    rows = []
+    for msg in page.items:
+        rcpts = ", ".join(f"{r.address}:{r.status}" for r in msg.rcpt_list)
+        rows.append([_when(msg.received_at), msg.qid, msg.sender or "<>", rcpts,
+                     msg.verdict, msg.status, msg.subject])
+    _table(rows, ["received(UTC)", "qid", "sender", "recipients", "verdict",
+                  "status", "subject"])
+    shown = len(page.items)
+    if page.total > shown:
+        print(f"({shown} of {page.total} shown; use --limit for more)")
+    return 0
+
+
+# endregion
+
+# region quarantine
+
+
+def cmd_quarantine(args) -> int:
+    """List, release or delete quarantined messages."""
+    from core import quarantine
+    from core.spool import Spool
+
+    settings = _settings(args)
+    _open_db(settings)
+    spool = Spool(settings.data_dir)
+    by = f"cli:{getpass.getuser()}"
+
+    try:
+        if args.action == "list":
+            page = quarantine.list_items(args.kind or "", args.state, 1, args.limit)
+            if args.json:
+                _print_json({"total": page.total,
+                             "items": [quarantine.item_dict(i) for i in page.items]})
+                return 0
+            rows = [[str(i.id), _when(i.created_at), i.message.qid, i.kind,
+                     i.state, i.message.sender or "<>", i.message.subject]
+                    for i in page.items]
+            _table(rows, ["id", "quarantined(UTC)", "qid", "kind", "state", "sender",
+                          "subject"])
+            return 0
+
+        operation = quarantine.release if args.action == "release" \
+            else quarantine.delete
+        failed = 0
+        for item_id in args.ids:
+            try:
+                item = operation(spool, item_id, by)
+            except quarantine.QuarantineError as exc:
+                print(f"item {item_id}: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            print(f"item {item.id} ({item.message.qid}): {item.state}")
+    finally:
+        from core import tracking
+
+        tracking.flush()
+    return EXIT_USAGE if failed else 0
+
+
+# endregion
+
+# region bayes
+
+
+def _bayes(name: str):
+    from core.quarantine import bayes_function
+
+    function = bayes_function(name)
+    if function is None:
+        raise CliError(f"the Bayes filter has no {name!r} here (core/spam is not "
+                       "installed or too old)")
+    return function
+
+
+def cmd_bayes(args) -> int:
+    """Train, inspect, dump and restore the Bayes filter."""
+    settings = _settings(args)
+    _open_db(settings)
+
+    if args.action == "train":
+        ham = _message_dir(args.ham, "--ham")
+        spam = _message_dir(args.spam, "--spam")
+        train = _bayes("train")
+        try:
+            result = train(ham, spam, progress=not args.quiet, settings=settings)
+        except _bayes_errors() as exc:
+            raise CliError(str(exc)) from None
+        print(_format_result(result))
+    elif args.action == "stats":
+        result = _bayes("stats")()
+        if args.json:
+            _print_json(result if isinstance(result, (dict, list)) else str(result))
+        else:
+            print(_format_result(result))
+    elif args.action == "dump":
+        _bayes("dump")(args.file)
+        print(f"Wrote the Bayes database to {args.file}.")
+    elif args.action == "restore":
+        if not Path(args.file).is_file():
+            raise CliError(f"{args.file} is not a file; give a file made by "
+                           "'portcullis bayes dump'")
+        restore = _bayes("restore")
+        try:
+            result = restore(args.file)
+        except _bayes_errors() as exc:
+            raise CliError(f"cannot restore from {args.file}: {exc}") from None
+        print(f"Restored the Bayes database from {args.file}.")
+        print(_format_result(result))
+    return 0
+
+
+def _bayes_errors() -> tuple[type[Exception], ...]:
+    """The exceptions core/spam raises for bad input, plus OS and value errors."""
+    errors: list[type[Exception]] = [OSError, ValueError]
+    for module, name in (("core.spam.training", "TrainingError"),
+                         ("core.spam.store", "StoreError")):
+        found = getattr(sys.modules.get(module), name, None)
+        if isinstance(found, type) and issubclass(found, Exception):
+            errors.append(found)
+    return tuple(errors)
+
+
+def _message_dir(directory: str | None, flag: str) -> list[Path]:
+    if not directory:
+        return []
+    path = Path(directory)
+    if not path.exists():
+        raise CliError(f"{flag} {directory}: no such file or folder; give a folder "
+                       "of messages (one file each, Maildir) or an mbox file")
+    return [path]
+
+
+def _format_result(result) -> str:
+    if isinstance(result, dict):
+        return "\n".join(f"{k}: {v}" for k, v in result.items())
+    return str(result)
+
+
+# endregion
+
+# region users
+
+
+def cmd_user(args) -> int:
+    """Add admins, change passwords, make API tokens."""
+    from core import users
+    from core.models import AdminUser
+
+    settings = _settings(args)
+    _open_db(settings)
+    try:
+        if args.action == "list":
+            rows = [[u.username, u.role, _when(u.created_at), _when(u.last_login_at)]
+                    for u in AdminUser.select().order_by(AdminUser.username)]
+            _table(rows, ["user", "role", "created(UTC)", "last login(UTC)"])
+            return 0
+        if args.action == "token":
+            token = users.create_token(args.name, args.label or "")
+            print(f"API token for {args.name} (shown only now): {token}")
+            print("Send it as 'Authorization: Bearer <token>' to /api/v1/.")
+            return 0
+        users.check_username(args.name)
+        if args.action == "passwd":
+            users.get_user(args.name)
+        password, generated = _password(args, args.name)
+        if args.action == "add":
+            users.create_user(args.name, password)
+            print(f"Created admin {args.name!r}.")
+        else:
+            users.set_password(args.name, password)
+            print(f"Changed the password of {args.name!r}; its sessions are ended.")
+        if generated:
+            print(f"Password (shown only now, write it down): {password}")
+    except users.UserError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+# endregion
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="portcullis", description="Portcullis email security gateway.")
+    parser.add_argument("--config", metavar="FILE",
+                        help="settings file (TOML); default: $PORTCULLIS_CONFIG, "
+                             "./portcullis.conf, /etc/portcullis/portcullis.conf")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def password_options(p):
+        p.add_argument("--password-file", metavar="F",
+                       help="read the password from the first line of F")
+        p.add_argument("--generate-password", action="store_true",
+                       help="make a random password and print it once "
+                            "(the default when not run from a terminal)")
+
+    p = sub.add_parser("init", help="set up data dir, database, key, first admin")
+    p.add_argument("--admin", default="admin", metavar="NAME",
+                   help="name of the first admin account (default: admin)")
+    password_options(p)
+    p.add_argument("--if-needed", action="store_true",
+                   help="say nothing when already set up")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("run", help="run the gateway in the foreground")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("config", help="print effective settings and all keys")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("track", help="search the tracking records")
+    p.add_argument("--qid", help="queue id or its beginning")
+    p.add_argument("--sender", help="part of the envelope sender")
+    p.add_argument("--rcpt", help="part of a recipient address")
+    p.add_argument("--subject", help="part of the subject")
+    p.add_argument("--ip", help="client IP address or its beginning")
+    p.add_argument("--verdict", help="clean, spam, virus, blocked, error, queued")
+    p.add_argument("--status", help="queued, delivered, deferred, bounced, "
+                                    "quarantined, partial, deleted")
+    p.add_argument("--since", help="UTC date/time (2026-01-31, 2026-01-31T08:00) "
+                                   "or an age (30m, 2h, 3d)")
+    p.add_argument("--until", help="UTC date/time, same forms as --since")
+    p.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_track)
+
+    p = sub.add_parser("quarantine", help="list, release or delete held mail")
+    qsub = p.add_subparsers(dest="action", metavar="ACTION")
+    qsub.required = True
+    q = qsub.add_parser("list", help="list quarantine items")
+    q.add_argument("--kind", choices=("spam", "virus", "attachment"))
+    q.add_argument("--state", default="held", choices=("held", "released", "deleted"))
+    q.add_argument("--limit", type=int, default=50)
+    q.add_argument("--json", action="store_true")
+    for name, what in (("release", "queue for delivery"), ("delete", "remove")):
+        q = qsub.add_parser(name, help=f"{what} items by id")
+        q.add_argument("ids", nargs="+", metavar="ID",
+                       help="item ids from 'portcullis quarantine list'")
+    p.set_defaults(func=cmd_quarantine)
+
+    p = sub.add_parser("bayes", help="train and inspect the Bayes filter")
+    bsub = p.add_subparsers(dest="action", metavar="ACTION")
+    bsub.required = True
+    b = bsub.add_parser("train", help="learn from folders of ham and spam")
+    b.add_argument("--ham", metavar="DIR", help="folder of good messages")
+    b.add_argument("--spam", metavar="DIR", help="folder of spam messages")
+    b.add_argument("--quiet", action="store_true", help="no progress output")
+    b = bsub.add_parser("stats", help="token and message counts")
+    b.add_argument("--json", action="store_true")
+    b = bsub.add_parser("dump", help="write the token database to a file")
+    b.add_argument("file")
+    b = bsub.add_parser("restore", help="replace the token database from a dump")
+    b.add_argument("file")
+    p.set_defaults(func=cmd_bayes)
+
+    p = sub.add_parser("user", help="admin accounts")
+    usub = p.add_subparsers(dest="action", metavar="ACTION")
+    usub.required = True
+    u = usub.add_parser("add", help="create an admin account")
+    u.add_argument("name")
+    password_options(u)
+    u = usub.add_parser("passwd", help="set a new password")
+    u.add_argument("name")
+    password_options(u)
+    usub.add_parser("list", help="list admin accounts")
+    u = usub.add_parser("token", help="make an API token (printed once)")
+    u.add_argument("name")
+    u.add_argument("--label", help="what the token is for")
+    p.set_defaults(func=cmd_user)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "bayes" and args.action == "train" \
+            and not (args.ham or args.spam):
+        parser.error("bayes train needs --ham DIR and/or --spam DIR")
+    try:
+        return args.func(args)
+    except _config.ConfigError as exc:
+        print(f"portcullis: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CliError as exc:
+        print(f"portcullis: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader (head, less) went away; that is not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except OSError as exc:
+        # A data dir we may not write, a path through a file: name it, no trace.
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"portcullis: {exc.strerror or exc}{where}; check data_dir and the "
+              "permissions of the user running portcullis", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
