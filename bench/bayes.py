@@ -1,0 +1,306 @@
+"""Bayes filter bench: accuracy and speed on the dev corpus, beside bogofilter
+and spamprobe trained on the same split.
+
+    .venv/bin/python bench/bayes.py [--test-share 3] [--twin-sample 300]
+        [--no-others] [--bigrams N]
+
+Split: a message is in the test part when the first 8 hex digits of
+sha256(body_group) are 0 modulo --test-share, so every body group stays on
+one side. Speeds are one core, in CPU seconds (getrusage, so other load on
+the machine does not count), from raw bytes to verdict (MIME parse
+included), for the compiled build, the pure-Python twin and the two others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core import config, db  # noqa: E402
+from core.spam import SpamFilter, features, tokenize_py, tokenizer  # noqa: E402
+from core.spam.tokenspec import HTML  # noqa: E402
+from core.spam.training import Learner, strip_envelope  # noqa: E402
+
+CORPUS = Path("/work/shared/corpus")
+CASES = Path("/work/shared/cases")
+HOSTILE = ("034-multipart-nesting-bomb", "036-many-mime-parts",
+           "060-long-mime-param-name", "061-semicolon-stuffing")
+
+
+def cpu() -> float:
+    """CPU seconds used so far by this process (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def child_cpu() -> float:
+    """CPU seconds used so far by finished child processes."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def parser():
+    """core.mime.parse when it imports, else the bench's stand-in."""
+    try:
+        from core.mime import parse
+
+        return parse, "core.mime"
+    except Exception as exc:  # the MIME layer may be mid-change
+        from bench.mime_adapter import parse
+
+        return parse, f"bench.mime_adapter ({type(exc).__name__} from core.mime)"
+
+
+def corpus(test_share: int):
+    rows = []
+    lines = (CORPUS / "labels.tsv").read_text().splitlines()
+    head = lines[0].split("\t")
+    for line in lines[1:]:
+        row = dict(zip(head, line.split("\t")))
+        group = hashlib.sha256(row["body_group"].encode()).hexdigest()
+        row["test"] = int(group[:8], 16) % test_share == 0
+        row["spam"] = row["label"] == "spam"
+        row["file"] = CORPUS / row["path"]
+        rows.append(row)
+    return [r for r in rows if not r["test"]], [r for r in rows if r["test"]]
+
+
+def auc(scores: list[tuple[float, bool]]) -> float:
+    """Area under the ROC curve (ties count half)."""
+    ordered = sorted(scores, key=lambda s: s[0])
+    ranks = {}
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j < len(ordered) and ordered[j][0] == ordered[i][0]:
+            j += 1
+        for k in range(i, j):
+            ranks[k] = (i + j + 1) / 2
+        i = j
+    spam_ranks = sum(ranks[k] for k, (_, s) in enumerate(ordered) if s)
+    n_spam = sum(1 for _, s in ordered if s)
+    n_ham = len(ordered) - n_spam
+    return (spam_ranks - n_spam * (n_spam + 1) / 2) / (n_spam * n_ham)
+
+
+def zero_fp_miss(scores: list[tuple[float, bool]]) -> float:
+    """Share of spam at or below the highest ham score (misses at 0 FP)."""
+    top_ham = max(p for p, s in scores if not s)
+    spam = [p for p, s in scores if s]
+    return sum(1 for p in spam if p <= top_ham) / len(spam)
+
+
+def report(name: str, verdicts, scores, seconds: float | None, count: int,
+           tokens: int | None = None) -> None:
+    ham = [v for v, s in verdicts if not s]
+    spam = [v for v, s in verdicts if s]
+    fp = sum(1 for v in ham if v == "spam")
+    fn = sum(1 for v in spam if v != "spam")
+    fn_ham = sum(1 for v in spam if v == "ham")
+    unsure = sum(1 for v, _ in verdicts if v == "unsure")
+    print(f"{name}:")
+    print(f"  false positives {fp}/{len(ham)} = {fp / len(ham):.2%}; "
+          f"false negatives {fn}/{len(spam)} = {fn / len(spam):.2%} "
+          f"(called ham {fn_ham}, unsure {fn - fn_ham})")
+    print(f"  unsure {unsure}/{len(verdicts)} = {unsure / len(verdicts):.2%} "
+          f"(ham {sum(1 for v in ham if v == 'unsure')}, "
+          f"spam {sum(1 for v in spam if v == 'unsure')})")
+    print(f"  ROC area {auc(scores):.5f}; misses at zero FP {zero_fp_miss(scores):.2%}")
+    if seconds:
+        line = f"  classify {count / seconds:.0f} messages/s"
+        if tokens:
+            line += f", {tokens / seconds:.0f} tokens/s"
+        print(line + f" ({seconds:.2f} s for {count})")
+
+
+def train_ours(train_rows, parse, opts, impl):
+    learner = Learner(opts, impl)
+    for row in train_rows:
+        learner.add(parse(strip_envelope(row["data"])), row["spam"])
+    learner.flush()
+    return learner.learned
+
+
+def classify_ours(flt: SpamFilter, rows, parse):
+    verdicts, scores, tokens = [], [], 0
+    started = cpu()
+    for row in rows:
+        parsed = parse(strip_envelope(row["data"]))
+        result = flt.check(parsed)
+        verdicts.append((result.verdict, row["spam"]))
+        scores.append((result.probability, row["spam"]))
+    seconds = cpu() - started
+    for row in rows:
+        tokens += len(tokenizer.tokenize(parse(strip_envelope(row["data"])), flt.opts))
+    return verdicts, scores, seconds, tokens
+
+
+def run_bogofilter(train_rows, test_rows, tmp: Path):
+    home = tmp / "bogofilter"
+    home.mkdir()
+    base = ["bogofilter", "-C", "-d", str(home)]
+    ham = [str(r["file"]) for r in train_rows if not r["spam"]]
+    spam = [str(r["file"]) for r in train_rows if r["spam"]]
+    subprocess.run(base + ["-n", "-B"] + ham, check=True)
+    subprocess.run(base + ["-s", "-B"] + spam, check=True)
+    files = [str(r["file"]) for r in test_rows]
+    started = child_cpu()
+    out = subprocess.run(base + ["-t", "-B"] + files, check=False,
+                         capture_output=True, text=True).stdout
+    seconds = child_cpu() - started
+    marks = {"S": "spam", "H": "ham", "U": "unsure"}
+    verdicts, scores = [], []
+    lines = out.splitlines()
+    for row, line in zip(test_rows, lines):
+        mark, value = line.split()[-2:]
+        verdicts.append((marks[mark], row["spam"]))
+        scores.append((float(value), row["spam"]))
+    return verdicts, scores, seconds
+
+
+def run_spamprobe(train_rows, test_rows, tmp: Path):
+    home = tmp / "spamprobe"
+    base = ["spamprobe", "-c", "-M", "-d", str(home)]
+    ham = [str(r["file"]) for r in train_rows if not r["spam"]]
+    spam = [str(r["file"]) for r in train_rows if r["spam"]]
+    subprocess.run(base + ["good"] + ham, check=True, capture_output=True)
+    subprocess.run(base + ["spam"] + spam, check=True, capture_output=True)
+    files = [str(r["file"]) for r in test_rows]
+    started = child_cpu()
+    out = subprocess.run(base + ["score"] + files, check=True,
+                         capture_output=True, text=True).stdout
+    seconds = child_cpu() - started
+    verdicts, scores = [], []
+    for row, line in zip(test_rows, out.splitlines()):
+        mark, value, _ = line.split()
+        verdicts.append(("spam" if mark == "SPAM" else "ham", row["spam"]))
+        scores.append((float(value), row["spam"]))
+    return verdicts, scores, seconds
+
+
+def tokenizer_speed(rows, parse, opts) -> None:
+    parsed = [parse(strip_envelope(r["data"])) for r in rows]
+    segs = [features.segments(p) for p in parsed]
+    compiled = tokenizer.implementation(True)
+    times = {}
+    for name, impl in (("compiled", compiled), ("twin", tokenize_py)):
+        started = cpu()
+        count = sum(len(impl.hash_segments(s, opts)) for s in segs)
+        hot = cpu() - started
+        started = cpu()
+        for p in parsed:
+            tokenizer.tokenize(p, opts, impl)
+        full = cpu() - started
+        times[name] = (hot, full, count)
+        print(f"  {name}: {len(rows) / full:.0f} messages/s, {count / full:.0f} "
+              f"tokens/s with feature extraction; hot path alone "
+              f"{count / hot:.0f} tokens/s")
+    print(f"  compiled/twin: {times['twin'][1] / times['compiled'][1]:.1f}x "
+          f"(hot path alone {times['twin'][0] / times['compiled'][0]:.1f}x)")
+
+
+def hostile(parse, opts) -> None:
+    impl = tokenizer.implementation(True)
+    for case in HOSTILE:
+        data = (CASES / case / "input.eml").read_bytes()
+        parsed = parse(data)
+        started = time.perf_counter()
+        count = len(tokenizer.tokenize(parsed, opts, impl))
+        ms = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        raw = len(impl.hash_segments([(b"", data, HTML)], opts))
+        raw_ms = (time.perf_counter() - started) * 1000
+        print(f"  {case}: tokenizer {ms:.1f} ms, {count} tokens, "
+              f"{len(parsed.parts)} parts; whole raw message as HTML "
+              f"{raw_ms:.1f} ms, {raw} tokens")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--test-share", type=int, default=3,
+                    help="one body group in N goes to the test part (default 3)")
+    ap.add_argument("--twin-sample", type=int, default=300,
+                    help="test messages classified with the pure-Python twin")
+    ap.add_argument("--no-others", action="store_true",
+                    help="skip bogofilter and spamprobe")
+    ap.add_argument("--bigrams", type=int, default=None, help="OSB window")
+    args = ap.parse_args(argv)
+
+    parse, parse_name = parser()
+    train_rows, test_rows = corpus(args.test_share)
+    for row in train_rows + test_rows:
+        row["data"] = row["file"].read_bytes()
+    print(f"corpus: train {len(train_rows)} "
+          f"({sum(r['spam'] for r in train_rows)} spam), test {len(test_rows)} "
+          f"({sum(r['spam'] for r in test_rows)} spam); parser {parse_name}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        overrides = {"data_dir": str(tmp), "bayes_autolearn": False,
+                     "bayes_min_learned": 1, "uribl_zones": ""}
+        if args.bigrams is not None:
+            overrides["bayes_bigrams"] = args.bigrams
+        settings = config.load(environ={}, overrides=overrides)
+        database = db.open_database(settings.database_url)
+        db.migrate(database)
+        opts = tokenizer.options(settings)
+
+        started = time.perf_counter()
+        learned = train_ours(train_rows, parse, opts, tokenizer.implementation(True))
+        print(f"portcullis: trained {learned} messages in "
+              f"{time.perf_counter() - started:.1f} s; window {opts.window}; "
+              f"threshold spam >= {settings.bayes_unsure_high}, "
+              f"ham <= {settings.bayes_unsure_low}")
+        flt = SpamFilter(settings, compiled=True)
+        started = time.perf_counter()
+        flt.scorer.load()
+        print(f"  token table: {len(flt.scorer.table)} tokens, loaded in "
+              f"{time.perf_counter() - started:.2f} s")
+        verdicts, scores, seconds, tokens = classify_ours(flt, test_rows, parse)
+        report("portcullis (compiled)", verdicts, scores, seconds, len(test_rows),
+               tokens)
+        worst = sorted(((p, r) for (p, s), r in zip(scores, test_rows) if not s),
+                       key=lambda x: -x[0])[:3]
+        print("  highest ham: " + ", ".join(
+            f"{r['source_name']} {p:.3f}" for p, r in worst))
+        worst = sorted(((p, r) for (p, s), r in zip(scores, test_rows) if s),
+                       key=lambda x: x[0])[:3]
+        print("  lowest spam: " + ", ".join(
+            f"{r['source_name']} {p:.3f}" for p, r in worst))
+
+        sample = test_rows[::max(len(test_rows) // max(args.twin_sample, 1), 1)]
+        twin = SpamFilter(settings, compiled=False)
+        twin.scorer.load()
+        tv, ts, tsec, ttok = classify_ours(twin, sample, parse)
+        same = sum(1 for (a, _), (b, _) in zip(ts, [scores[test_rows.index(r)]
+                                                    for r in sample]) if a == b)
+        print(f"portcullis (pure-Python twin) on {len(sample)} test messages: "
+              f"{len(sample) / tsec:.0f} messages/s, {ttok / tsec:.0f} tokens/s; "
+              f"probabilities equal to the compiled build: {same}/{len(sample)}")
+
+        print("tokenizer speed (test part, parsed once):")
+        tokenizer_speed(test_rows, parse, opts)
+        print("hostile cases (compiled tokenizer):")
+        hostile(parse, opts)
+
+        if not args.no_others:
+            v, s, sec = run_bogofilter(train_rows, test_rows, tmp)
+            report("bogofilter (defaults)", v, s, sec, len(test_rows))
+            v, s, sec = run_spamprobe(train_rows, test_rows, tmp)
+            report("spamprobe (defaults)", v, s, sec, len(test_rows))
+        database.close()
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.pop("PORTCULLIS_CONFIG", None)
+    sys.exit(main())

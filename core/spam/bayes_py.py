@@ -1,0 +1,88 @@
+"""Pure-Python twin of ``core.fast._bayes``: counts in a dict, same arithmetic.
+
+Robinson's estimate per token, f(w) = (s*x + n*p(w)) / (s + n), with
+p(w) = (spam/nspam) / (ham/nham + spam/nspam); the strongest clues
+(|f - 0.5| >= min_distance, at most max_clues) are combined with Fisher's
+chi-square method as SpamBayes does: (S - H + 1) / 2.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class CountTable:
+    """Ham and spam counts per token hash."""
+
+    def __init__(self, capacity: int = 1024):
+        self.counts: dict[int, tuple[int, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def put(self, token: int, ham: int, spam: int) -> None:
+        if token == 0:
+            raise ValueError("token hash 0 is reserved")
+        self.counts[token] = (ham, spam)
+
+    def load(self, tokens, ham, spam) -> None:
+        if not len(tokens) == len(ham) == len(spam):
+            raise ValueError("tokens, ham and spam differ in length")
+        for token, h, s in zip(tokens, ham, spam):
+            self.put(token, h, s)
+
+    def get(self, token: int) -> tuple[int, int]:
+        return self.counts.get(token, (0, 0))
+
+
+def chi2q(x2: float, v: int) -> float:
+    """Probability that chi-square with v (even) degrees of freedom >= x2."""
+    m = x2 / 2.0
+    term = math.exp(-m)
+    total = term
+    for i in range(1, v // 2):
+        term *= m / i
+        total += term
+    return total if total < 1.0 else 1.0
+
+
+def score(table, tokens, nham, nspam, strength, unknown, min_distance,
+          max_clues, explain):
+    """(probability, clue count, [(token, prob)] of the ``explain`` strongest)."""
+    if nham <= 0 or nspam <= 0:
+        raise ValueError("scoring needs ham and spam training")
+    clues = []
+    seen = set()
+    counts = table.counts
+    for token in tokens:
+        if token == 0 or token in seen:
+            continue
+        seen.add(token)
+        record = counts.get(token)
+        if record is None:
+            continue
+        ham, spam = min(record[0], nham), min(record[1], nspam)
+        hamratio = ham / nham
+        spamratio = spam / nspam
+        if hamratio + spamratio == 0.0:
+            continue
+        prob = spamratio / (hamratio + spamratio)
+        total = float(ham + spam)
+        f = (strength * unknown + total * prob) / (strength + total)
+        if abs(f - 0.5) < min_distance:
+            continue
+        clues.append((abs(f - 0.5), f, token))
+
+    clues.sort(key=lambda clue: (-clue[0], clue[2]))
+    used = clues[:max_clues]
+    spam_log = ham_log = 0.0
+    for _, f, _ in used:
+        spam_log += math.log(1.0 - f)
+        ham_log += math.log(f)
+    if not used:
+        prob = 0.5
+    else:
+        s_stat = 1.0 - chi2q(-2.0 * spam_log, 2 * len(used))
+        h_stat = 1.0 - chi2q(-2.0 * ham_log, 2 * len(used))
+        prob = (s_stat - h_stat + 1.0) / 2.0
+    return prob, len(used), [(t, f) for _, f, t in used[:explain]]

@@ -1,0 +1,215 @@
+"""What of a parsed message the Bayesian filter looks at, as token segments.
+
+Both tokenizers share this step: it picks header fields, bodies,
+attachment names and a few HTML features from a ``ParsedMessage`` and hands
+them on as ``(prefix, data, mode)`` segments (see ``core.spam.tokenspec``).
+Header tokens come first, so a huge body cannot crowd them out of the
+per-message token cap.
+
+Limits: every segment is cut at ``MAX_SEGMENT`` bytes, at most
+``MAX_HEADERS`` header fields, ``MAX_RECEIVED`` Received hops and
+``MAX_PARTS`` parts are looked at, and the HTML feature scan reads only the
+first ``MAX_HTML_SCAN`` characters of each HTML part.
+"""
+
+from __future__ import annotations
+
+import re
+
+from core.message import ParsedMessage
+from core.spam.tokenspec import HTML, LITERAL, WORDS
+
+MAX_SEGMENT = 200_000
+MAX_HEADERS = 100
+MAX_RECEIVED = 4
+MAX_PARTS = 50
+MAX_HTML_SCAN = 100_000
+MAX_LINKS = 50
+
+# Header fields whose words are tokens, prefixed with the field name.
+WORD_HEADERS = frozenset((
+    "subject", "from", "to", "cc", "reply-to", "sender", "x-mailer",
+    "user-agent", "organization", "content-disposition", "return-path",
+))
+# Header fields whose whole (short) value is one token.
+LITERAL_HEADERS = frozenset((
+    "x-mailer", "user-agent", "precedence", "mime-version",
+    "content-transfer-encoding", "x-priority", "x-msmail-priority",
+    "importance",
+))
+# Our own verdict fields (and those of other filters) say nothing the filter
+# should learn from: it would only learn to trust them.
+SKIP_PREFIXES = ("x-spam", "x-bogosity", "x-portcullis", "x-virus")
+
+_SHAPE_RE = (
+    (re.compile(r"[0-9]+"), "9"),
+    (re.compile(r"[a-z]+"), "a"),
+    (re.compile(r"[A-Z]+"), "A"),
+)
+# "<" is excluded inside a tag so a run of "<" costs linear time.
+_TAG_RE = re.compile(r"<[^<>]{0,4000}>|&[a-z#0-9]{1,10};", re.I)
+_TEXTWORD_RE = re.compile(r"[^\W_]{2,}")
+_URL_HOST_RE = re.compile(
+    r"^(?:[a-z][a-z0-9+.-]{0,15}:)?/*(?:[^@/?#\s]*@)?([^/?#:\s]+)")
+_TEXT_HOST_RE = re.compile(r"(?:https?://)?((?:[a-z0-9-]{1,63}\.)+[a-z]{2,24})\b")
+# Dotted names and addresses in a Received field (ASCII only, as DNS is).
+# Starts only at a word start and never backtracks: linear in the field.
+_RCVD_WORD = re.compile(r"(?<![a-z0-9@_.-])[a-z0-9][a-z0-9@_-]*+(?:\.[a-z0-9_-]++)+")
+_HIDDEN = ("display:none", "visibility:hidden", "font-size:0", "font-size:1px",
+           "size=0", "size=\"0\"", "size=1>", "size=\"1\"")
+
+
+def _enc(text: str) -> bytes:
+    return text[:MAX_SEGMENT].encode("utf-8", "surrogatepass")
+
+
+def _shape(value: str) -> str:
+    for pattern, mark in _SHAPE_RE:
+        value = pattern.sub(mark, value)
+    return value
+
+
+def _received(value: str, out: list) -> None:
+    """Hosts and IP addresses (with their /24) of one Received hop."""
+    head = value[:1000].lower().split(";", 1)[0]
+    for word in _RCVD_WORD.findall(head)[:12]:
+        labels = word.split(".")
+        if len(labels) == 4 and all(label.isdigit() for label in labels):
+            out.append((b"rcvd:ip:", word.encode(), LITERAL))
+            out.append((b"rcvd:ip24:", word.rsplit(".", 1)[0].encode(), LITERAL))
+            continue
+        out.append((b"rcvd:host:", word.encode(), LITERAL))
+        if len(labels) > 2:
+            out.append((b"rcvd:dom:", ".".join(labels[-2:]).encode(), LITERAL))
+
+
+def _message_id(value: str, out: list) -> None:
+    value = value.strip()[:200]
+    out.append((b"mid:shape:", _shape(value).encode(), LITERAL))
+    _, at, domain = value.rpartition("@")
+    if at:
+        out.append((b"mid:dom:", domain.strip("<> ").lower().encode(), LITERAL))
+    else:
+        out.append((b"mid:", b"noat", LITERAL))
+
+
+def _content_type(value: str, out: list, prefix: bytes) -> None:
+    main, _, params = value.partition(";")
+    out.append((prefix, main.strip().lower()[:64].encode(), LITERAL))
+    match = re.search(r"charset\s*=\s*\"?([^\";\s]{1,40})", params[:2000], re.I)
+    if match:
+        out.append((b"charset:", match.group(1).lower().encode(), LITERAL))
+
+
+def header_segments(parsed: ParsedMessage, out: list) -> None:
+    received = 0
+    names_seen = set()
+    for name, value in parsed.headers[:MAX_HEADERS]:
+        key = name.lower().strip()
+        if key.startswith(SKIP_PREFIXES):
+            continue
+        value = value or ""
+        if key not in names_seen:
+            names_seen.add(key)
+            out.append((b"hdr:", key[:40].encode("utf-8", "replace"), LITERAL))
+
+        if key in WORD_HEADERS:
+            out.append((key.encode() + b":", _enc(value[:2000]), WORDS))
+        if key in LITERAL_HEADERS:
+            out.append((key.encode() + b"=", _enc(value.strip()[:64]), LITERAL))
+        if key == "received" and received < MAX_RECEIVED:
+            received += 1
+            _received(value, out)
+        elif key == "message-id":
+            _message_id(value, out)
+        elif key == "content-type":
+            _content_type(value, out, b"content-type:")
+
+    count = len(parsed.from_addresses)
+    if count != 1:
+        out.append((b"from:count:", str(min(count, 3)).encode(), LITERAL))
+    if parsed.malformed:
+        out.append((b"mime:", b"malformed", LITERAL))
+    for defect in parsed.defects[:10]:
+        out.append((b"defect:", defect[:40].encode("utf-8", "replace"), LITERAL))
+
+
+def _anchors(low: str):
+    """(href, text) of the first MAX_LINKS anchors of lowercased HTML."""
+    pos = 0
+    for _ in range(MAX_LINKS):
+        pos = low.find("<a ", pos)
+        if pos < 0:
+            return
+        close = low.find(">", pos, pos + 2000)
+        if close < 0:
+            return
+        tag = low[pos:close]
+        pos = close
+        at = tag.find("href")
+        if at < 0:
+            continue
+        value = tag[at + 4:].lstrip(" =\"'")
+        href = value.split(None, 1)[0].rstrip("\"'") if value.strip() else ""
+        end = low.find("<", close, close + 300)
+        yield href, low[close + 1:end if end >= 0 else close + 300]
+
+
+def html_features(html: str, out: list) -> None:
+    """Hidden text, image-only bodies, link text naming another host."""
+    low = html[:MAX_HTML_SCAN].lower()
+    compact = low.replace(" ", "")
+    if any(mark in compact for mark in _HIDDEN):
+        out.append((b"html:", b"hidden", LITERAL))
+    images = low.count("<img")
+    if images:
+        text = _TAG_RE.sub(" ", low[:50000])
+        words = len(_TEXTWORD_RE.findall(text))
+        if words < 20:
+            out.append((b"html:", b"imageonly", LITERAL))
+        out.append((b"html:images:", str(min(images, 5)).encode(), LITERAL))
+
+    for href, shown in _anchors(low):
+        host = _URL_HOST_RE.match(href)
+        named = _TEXT_HOST_RE.search(shown) if "." in shown else None
+        if not host or not named:
+            continue
+        target = host.group(1).rstrip(".")
+        named = named.group(1).rstrip(".")
+        if not (target == named or target.endswith("." + named)
+                or named.endswith("." + target)):
+            out.append((b"html:", b"linkmismatch", LITERAL))
+            break
+
+
+def body_segments(parsed: ParsedMessage, out: list) -> None:
+    for part in parsed.parts[:MAX_PARTS]:
+        ctype = (part.content_type or "").lower()
+        out.append((b"part:", ctype[:64].encode(), LITERAL))
+        if part.charset:
+            out.append((b"part:charset:", part.charset.lower()[:40].encode(), LITERAL))
+        if part.filename or part.disposition == "attachment":
+            name = part.filename[:200]
+            out.append((b"filename:", _enc(name), WORDS))
+            _, dot, ext = name.rpartition(".")
+            if dot:
+                out.append((b"att:ext:", _enc(ext[:16].lower()), LITERAL))
+            out.append((b"att:type:", ctype[:64].encode(), LITERAL))
+            if part.detected_type and part.detected_type != ctype:
+                out.append((b"att:real:", part.detected_type[:64].encode(), LITERAL))
+            continue
+        if part.text is None:
+            continue
+        if ctype == "text/html":
+            html_features(part.text, out)
+            out.append((b"", _enc(part.text), HTML))
+        else:
+            out.append((b"", _enc(part.text), WORDS))
+
+
+def segments(parsed: ParsedMessage) -> list[tuple[bytes, bytes, int]]:
+    """The token segments of ``parsed``, headers first."""
+    out: list[tuple[bytes, bytes, int]] = []
+    header_segments(parsed, out)
+    body_segments(parsed, out)
+    return out

@@ -1,0 +1,267 @@
+"""The token store: counts per token hash and message totals, through peewee.
+
+Learning is batched: counts of many messages are summed in memory and
+written with one ``executemany`` upsert per batch, inside one transaction
+(SQLite and PostgreSQL both take ``INSERT ... ON CONFLICT DO UPDATE``).
+Every write bumps the ``generation`` meta value, which is how a running
+filter sees that its in-memory table is stale.
+
+Limits: a token's ``last_seen`` moves only when it is learned, not when it
+is scored, so expiry drops tokens that training has not seen recently.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import time
+from array import array
+from pathlib import Path
+
+import peewee as pw
+
+from core import models
+from core.models import BayesMeta, BayesSeen, BayesToken
+
+log = logging.getLogger(__name__)
+
+DUMP_MAGIC = "# portcullis-bayes 1"
+BATCH_ROWS = 2000
+# generation: bumped by every write; epoch: bumped when rows may have gone
+# (expiry, restore), which an incremental reload cannot see.
+META_KEYS = ("nham", "nspam", "generation", "epoch")
+
+
+class StoreError(Exception):
+    """The token store or a dump file cannot be used; the text says why."""
+
+
+def today() -> int:
+    return int(time.time() // 86400)
+
+
+def meta() -> dict[str, int]:
+    """nham, nspam and generation (0 for a key never written)."""
+    values = dict.fromkeys(META_KEYS, 0)
+    for row in BayesMeta.select().where(BayesMeta.key.in_(META_KEYS)):
+        values[row.key] = int(row.value)
+    return values
+
+
+def generation() -> int:
+    row = BayesMeta.get_or_none(BayesMeta.key == "generation")
+    return int(row.value) if row else 0
+
+
+def _add_meta(key: str, delta: int) -> None:
+    BayesMeta.insert(key=key, value=max(delta, 0)).on_conflict(
+        conflict_target=[BayesMeta.key],
+        update={BayesMeta.value: _not_below_zero(BayesMeta.value + delta)},
+    ).execute()
+
+
+def _not_below_zero(expression):
+    """``expression`` but never below 0, in SQL both databases speak."""
+    return pw.Case(None, [(expression < 0, 0)], expression)
+
+
+def _upsert_sql(database) -> str:
+    table = BayesToken._meta.table_name
+    p = database.param
+    ham = f"{table}.ham + excluded.ham"
+    spam = f"{table}.spam + excluded.spam"
+    return (
+        f"INSERT INTO {table} (token, ham, spam, last_seen) "
+        f"VALUES ({p}, {p}, {p}, {p}) "
+        f"ON CONFLICT (token) DO UPDATE SET "
+        f"ham = CASE WHEN {ham} < 0 THEN 0 ELSE {ham} END, "
+        f"spam = CASE WHEN {spam} < 0 THEN 0 ELSE {spam} END, "
+        f"last_seen = CASE WHEN excluded.last_seen > {table}.last_seen "
+        f"THEN excluded.last_seen ELSE {table}.last_seen END"
+    )
+
+
+def apply(deltas: dict[int, list[int]], nham: int, nspam: int,
+          day: int | None = None) -> int:
+    """Add per-token (ham, spam) deltas and message totals in one transaction.
+
+    Negative deltas (unlearning) never take a count below 0; rows left at
+    0/0 are deleted. Returns the number of token rows written.
+    """
+    database = models.db.obj
+    day = today() if day is None else day
+    sql = _upsert_sql(database)
+    rows = [(token, h, s, day)
+            for token, (h, s) in deltas.items() if h or s]
+    negative = any(h < 0 or s < 0 for h, s in deltas.values())
+    with database.atomic():
+        cursor = database.cursor()
+        for start in range(0, len(rows), BATCH_ROWS):
+            cursor.executemany(sql, rows[start:start + BATCH_ROWS])
+        if negative:
+            # Unlearning: the upsert added negative deltas to existing rows;
+            # a token that had expired meanwhile was inserted with them.
+            BayesToken.update(ham=0).where(BayesToken.ham < 0).execute()
+            BayesToken.update(spam=0).where(BayesToken.spam < 0).execute()
+            BayesToken.delete().where(
+                (BayesToken.ham == 0) & (BayesToken.spam == 0)).execute()
+        if nham:
+            _add_meta("nham", nham)
+        if nspam:
+            _add_meta("nspam", nspam)
+        _add_meta("generation", 1)
+    return len(rows)
+
+
+def load(table, since_day: int | None = None) -> dict[str, int]:
+    """Fill ``table`` (a CountTable) with the tokens; returns the meta values.
+
+    With ``since_day`` only tokens learned on or after that day are read
+    (an incremental reload). The meta values are read in the same
+    transaction as the counts, so they match them.
+    """
+    database = models.db.obj
+    sql = f"SELECT token, ham, spam FROM {BayesToken._meta.table_name}"
+    params: tuple = ()
+    if since_day is not None:
+        sql += f" WHERE last_seen >= {database.param}"
+        params = (since_day,)
+    with database.atomic():
+        values = meta()
+        cursor = database.execute_sql(sql, params)
+        while True:
+            rows = cursor.fetchmany(50000)
+            if not rows:
+                break
+            tokens = array("q", [r[0] for r in rows])
+            hams = array("I", [r[1] for r in rows])
+            spams = array("I", [r[2] for r in rows])
+            table.load(tokens, hams, spams)
+    return values
+
+
+def counts(token: int) -> tuple[int, int]:
+    row = BayesToken.get_or_none(BayesToken.token == token)
+    return (row.ham, row.spam) if row else (0, 0)
+
+
+def seen(digest: str) -> bool | None:
+    """True/False when the message was learned as spam/ham, else None."""
+    row = BayesSeen.get_or_none(BayesSeen.digest == digest)
+    return None if row is None else bool(row.spam)
+
+
+def mark_seen(marks: dict[str, bool], day: int | None = None) -> None:
+    day = today() if day is None else day
+    rows = [{"digest": d, "spam": s, "day": day} for d, s in marks.items()]
+    database = models.db.obj
+    with database.atomic():
+        for start in range(0, len(rows), 500):
+            BayesSeen.insert_many(rows[start:start + 500]).on_conflict(
+                conflict_target=[BayesSeen.digest],
+                preserve=[BayesSeen.spam, BayesSeen.day],
+            ).execute()
+
+
+def expire(max_age_days: int, max_count: int = 2, day: int | None = None) -> int:
+    """Delete tokens unseen for ``max_age_days`` with at most ``max_count`` uses."""
+    day = today() if day is None else day
+    cutoff = day - max_age_days
+    database = models.db.obj
+    with database.atomic():
+        gone = BayesToken.delete().where(
+            (BayesToken.last_seen < cutoff)
+            & ((BayesToken.ham + BayesToken.spam) <= max_count)
+        ).execute()
+        if gone:
+            _add_meta("generation", 1)
+            _add_meta("epoch", 1)
+    log.info("event=bayes_expire tokens=%d cutoff_day=%d", gone, cutoff)
+    return gone
+
+
+def stats() -> dict[str, int]:
+    """Message and token totals of the store."""
+    values = meta()
+    tokens = BayesToken.select().count()
+    return {
+        "ham_messages": values["nham"],
+        "spam_messages": values["nspam"],
+        "tokens": tokens,
+        "learned_messages": BayesSeen.select().count(),
+        "generation": values["generation"],
+    }
+
+
+def dump(path) -> int:
+    """Write meta values and every token row to ``path`` (gzip text)."""
+    path = Path(path)
+    database = models.db.obj
+    written = 0
+    tmp = path.with_name(path.name + ".tmp")
+    with database.atomic(), gzip.open(tmp, "wt", encoding="ascii") as out:
+        out.write(DUMP_MAGIC + "\n")
+        for key, value in meta().items():
+            out.write(f"m\t{key}\t{value}\n")
+        cursor = database.execute_sql(
+            f"SELECT token, ham, spam, last_seen FROM {BayesToken._meta.table_name}"
+            " ORDER BY token")
+        while True:
+            rows = cursor.fetchmany(50000)
+            if not rows:
+                break
+            out.writelines(f"t\t{t}\t{h}\t{s}\t{d}\n" for t, h, s, d in rows)
+            written += len(rows)
+        for row in BayesSeen.select().tuples():
+            out.write(f"s\t{row[0]}\t{int(row[1])}\t{row[2]}\n")
+    tmp.replace(path)
+    return written
+
+
+def restore(path) -> dict[str, int]:
+    """Replace the whole store with the content of a dump file."""
+    path = Path(path)
+    tokens: list[tuple[int, int, int, int]] = []
+    marks: list[dict] = []
+    values = dict.fromkeys(META_KEYS, 0)
+    try:
+        with gzip.open(path, "rt", encoding="ascii") as handle:
+            if handle.readline().rstrip("\n") != DUMP_MAGIC:
+                raise StoreError(f"{path} is not a Bayes dump (no '{DUMP_MAGIC}' "
+                                 "line); make one with 'portcullis bayes dump'")
+            for number, line in enumerate(handle, 2):
+                fields = line.rstrip("\n").split("\t")
+                if fields[0] == "t" and len(fields) == 5:
+                    tokens.append(tuple(int(f) for f in fields[1:]))
+                elif fields[0] == "m" and len(fields) == 3 and fields[1] in values:
+                    values[fields[1]] = int(fields[2])
+                elif fields[0] == "s" and len(fields) == 4:
+                    marks.append({"digest": fields[1], "spam": fields[2] == "1",
+                                  "day": int(fields[3])})
+                else:
+                    raise StoreError(f"{path} line {number}: not a dump line")
+    except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
+        raise StoreError(f"{path} cannot be read as a Bayes dump: {exc}") from None
+
+    database = models.db.obj
+    table = BayesToken._meta.table_name
+    p = database.param
+    with database.atomic():
+        old = meta()
+        old_generation, old_epoch = old["generation"], old["epoch"]
+        BayesToken.delete().execute()
+        BayesSeen.delete().execute()
+        BayesMeta.delete().where(BayesMeta.key.in_(META_KEYS)).execute()
+        cursor = database.cursor()
+        sql = (f"INSERT INTO {table} (token, ham, spam, last_seen) "
+               f"VALUES ({p}, {p}, {p}, {p})")
+        for start in range(0, len(tokens), BATCH_ROWS):
+            cursor.executemany(sql, tokens[start:start + BATCH_ROWS])
+        for start in range(0, len(marks), 500):
+            BayesSeen.insert_many(marks[start:start + 500]).execute()
+        values["generation"] = max(values["generation"], old_generation) + 1
+        values["epoch"] = max(values["epoch"], old_epoch) + 1
+        BayesMeta.insert_many(
+            [{"key": k, "value": v} for k, v in values.items()]).execute()
+    log.info("event=bayes_restore tokens=%d file=%s", len(tokens), path)
+    return stats()

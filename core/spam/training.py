@@ -1,0 +1,276 @@
+"""Training: learning messages into the token store, in batches.
+
+``train(paths_ham, paths_spam)`` reads files of one message each, mbox files
+and Maildir folders (and folders of any of them); ``learn(data, is_spam)``
+is train-on-error for one message (from the quarantine). A message is
+remembered by a digest: learning it again as the same class does nothing,
+learning it as the other class moves its counts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from core.message import ParsedMessage
+from core.models import BayesSeen
+from core.spam import store, tokenizer
+from core.spam.tokenspec import Options
+
+log = logging.getLogger(__name__)
+
+# Messages summed in memory before one write to the store.
+BATCH_MESSAGES = 500
+MAX_FILE = 50 * 1024 * 1024
+
+
+class TrainingError(Exception):
+    """Training input cannot be used; the text says which and why."""
+
+
+def default_parse() -> Callable[[bytes], ParsedMessage]:
+    try:
+        from core.mime import parse
+    except ImportError as exc:
+        raise TrainingError(f"the MIME parser core.mime is not available ({exc})")
+    return parse
+
+
+def strip_envelope(data: bytes) -> bytes:
+    """Drop an mbox ``From `` envelope line at the start of a message."""
+    if data.startswith(b"From "):
+        end = data.find(b"\n")
+        return b"" if end < 0 else data[end + 1:]
+    return data
+
+
+def digest(parsed: ParsedMessage) -> str:
+    """What identifies a message across copies (added headers do not count)."""
+    h = hashlib.sha256()
+    for name in ("message-id", "from", "date", "subject"):
+        for value in parsed.header_values(name)[:2]:
+            h.update(name.encode() + b":" + value.encode("utf-8", "surrogatepass"))
+    for part in parsed.parts[:50]:
+        h.update(part.content_type.encode("utf-8", "replace") + b"\0")
+        h.update(part.filename.encode("utf-8", "surrogatepass") + b"\0")
+        if part.text is not None:
+            h.update(part.text[:100_000].encode("utf-8", "surrogatepass"))
+        else:
+            h.update(part.payload[:100_000])
+    return h.hexdigest()
+
+
+class Learner:
+    """Sums the counts of learned messages and writes them in batches."""
+
+    def __init__(self, opts: Options = Options(), impl=None, on_write=None):
+        self.opts = opts
+        self.impl = impl
+        self.on_write = on_write  # called with (deltas, nham, nspam)
+        self.pending: list[tuple[str, bool, frozenset]] = []
+        self.learned = 0
+        self.skipped = 0
+
+    def add(self, parsed: ParsedMessage, is_spam: bool) -> None:
+        tokens = frozenset(tokenizer.tokenize(parsed, self.opts, self.impl))
+        self.pending.append((digest(parsed), bool(is_spam), tokens))
+        if len(self.pending) >= BATCH_MESSAGES:
+            self.flush()
+
+    def flush(self) -> int:
+        """Write what is pending; returns how many messages changed counts."""
+        if not self.pending:
+            return 0
+        batch, self.pending = self.pending, []
+        known: dict[str, bool] = {}
+        digests = list({d for d, _, _ in batch})
+        for start in range(0, len(digests), 500):
+            query = BayesSeen.select().where(
+                BayesSeen.digest.in_(digests[start:start + 500]))
+            known.update((row.digest, bool(row.spam)) for row in query)
+
+        deltas: dict[int, list[int]] = {}
+        nham = nspam = changed = 0
+        marks: dict[str, bool] = {}
+        for key, is_spam, tokens in batch:
+            before = marks.get(key, known.get(key))
+            if before is is_spam:
+                self.skipped += 1
+                continue
+            sign_ham = -1 if is_spam else 1
+            if before is None:
+                # New message: only its own class grows.
+                dh, ds = (0, 1) if is_spam else (1, 0)
+            else:
+                # Relearn: move it from the other class.
+                dh, ds = sign_ham, -sign_ham
+            for token in tokens:
+                entry = deltas.get(token)
+                if entry is None:
+                    deltas[token] = [dh, ds]
+                else:
+                    entry[0] += dh
+                    entry[1] += ds
+            nham += dh
+            nspam += ds
+            marks[key] = is_spam
+            changed += 1
+
+        if changed:
+            store.apply(deltas, nham, nspam)
+            store.mark_seen(marks)
+            if self.on_write is not None:
+                self.on_write(deltas, nham, nspam)
+        self.learned += changed
+        return changed
+
+
+def _is_mbox(data: bytes) -> bool:
+    return data.startswith(b"From ") and b"\n\nFrom " in data
+
+
+def split_mbox(data: bytes) -> Iterator[bytes]:
+    """Messages of an mbox (mboxo/mboxrd: ``>From `` lines are unquoted)."""
+    spans = []
+    begin = pos = 0
+    while True:
+        pos = data.find(b"\n\nFrom ", pos)
+        if pos < 0:
+            break
+        # The blank line before "From " separates; it is not message text.
+        spans.append((begin, pos + 1))
+        begin = pos = pos + 2
+    spans.append((begin, len(data)))
+    for begin, end in spans:
+        message = strip_envelope(data[begin:end])
+        if b"\n>From " in message:
+            message = message.replace(b"\n>From ", b"\nFrom ")
+        if message.strip():
+            yield message
+
+
+def _files(path: Path) -> Iterator[Path]:
+    if path.is_file():
+        yield path
+        return
+    if (path / "cur").is_dir() and (path / "new").is_dir():
+        for sub in ("new", "cur"):
+            yield from sorted(p for p in (path / sub).iterdir() if p.is_file())
+        return
+    for root, dirs, names in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if not name.startswith("."):
+                yield Path(root) / name
+
+
+def messages(paths: Iterable) -> Iterator[tuple[Path, bytes]]:
+    """(file, raw message) for every message under ``paths``."""
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise TrainingError(f"{path} does not exist; give files or folders "
+                                "of messages (one file each, mbox or Maildir)")
+        for name in _files(path):
+            try:
+                if name.stat().st_size > MAX_FILE:
+                    log.warning("event=bayes_train_skip file=%s reason=too-big", name)
+                    continue
+                data = name.read_bytes()
+            except OSError as exc:
+                log.warning("event=bayes_train_skip file=%s reason=%s", name, exc)
+                continue
+            if _is_mbox(data):
+                for message in split_mbox(data):
+                    yield name, message
+            else:
+                yield name, strip_envelope(data)
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; silent otherwise."""
+
+    def __init__(self, label: str, total: int, enabled: bool):
+        self.label = label
+        self.total = max(total, 1)
+        self.enabled = enabled and sys.stderr.isatty()
+        self.shown = 0.0
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self.shown < 0.1 and done < self.total):
+            return
+        self.shown = now
+        share = min(done / self.total, 1.0)
+        bar = "#" * int(share * 30)
+        sys.stderr.write(f"\r{self.label} [{bar:<30}] {done}/{self.total} files")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _count_files(paths) -> int:
+    return sum(1 for path in paths for _ in _files(Path(path)))
+
+
+def train(paths_ham, paths_spam, progress: bool = True, settings=None,
+          parse: Callable[[bytes], ParsedMessage] | None = None) -> dict:
+    """Learn every message under ``paths_ham`` as ham and ``paths_spam`` as spam.
+
+    Returns counts: learned, already known, unreadable, seconds.
+    """
+    parse = parse or default_parse()
+    opts = tokenizer.options(settings)
+    learner = Learner(opts)
+    started = time.monotonic()
+    failed = 0
+    for label, paths, is_spam in (("ham", paths_ham or (), False),
+                                  ("spam", paths_spam or (), True)):
+        paths = list(paths)
+        bar = _Progress(f"learning {label}", _count_files(paths), progress)
+        done = 0
+        last = None
+        for name, data in messages(paths):
+            if name != last:
+                done += 1
+                last = name
+                bar.update(done)
+            try:
+                parsed = parse(data)
+            except Exception as exc:  # core.mime never raises; others may
+                log.warning("event=bayes_train_skip file=%s reason=%s", name,
+                            type(exc).__name__)
+                failed += 1
+                continue
+            learner.add(parsed, is_spam)
+        learner.flush()
+        bar.update(done)
+        bar.close()
+    result = {
+        "learned": learner.learned,
+        "already_known": learner.skipped,
+        "unreadable": failed,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    result.update(store.stats())
+    log.info("event=bayes_train learned=%d known=%d unreadable=%d",
+             learner.learned, learner.skipped, failed)
+    return result
+
+
+def learn(data_or_parsed, is_spam: bool, settings=None) -> bool:
+    """Learn one message (raw bytes or parsed); False if already learned so."""
+    if isinstance(data_or_parsed, (bytes, bytearray, memoryview)):
+        parsed = default_parse()(strip_envelope(bytes(data_or_parsed)))
+    else:
+        parsed = data_or_parsed
+    learner = Learner(tokenizer.options(settings))
+    learner.add(parsed, is_spam)
+    return learner.flush() > 0

@@ -1,0 +1,278 @@
+"""Bayes scorer, token store and training, on a temporary SQLite database."""
+
+from __future__ import annotations
+
+import mailbox
+import random
+from array import array
+from pathlib import Path
+
+import pytest
+
+from core import config, db
+from core.message import ParsedMessage, Part
+from core.models import BayesToken
+from core.spam import SpamFilter, bayes_py, scorer, store, tokenizer, training
+from tests.support.system import need
+
+CORPUS = Path("/work/shared/corpus/dev")
+
+
+def parse(data: bytes) -> ParsedMessage:
+    try:
+        from core.mime import parse as mime_parse
+    except ImportError:
+        from bench.mime_adapter import parse as mime_parse
+    return mime_parse(data)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    empty = tmp_path / "empty.conf"
+    empty.write_text("")
+    return config.load(empty, environ={}, overrides={
+        "data_dir": str(tmp_path), "bayes_min_learned": 2,
+        "bayes_autolearn": False, "bayes_reload_seconds": 0})
+
+
+@pytest.fixture
+def database(settings):
+    database = db.open_database(settings.database_url)
+    db.migrate(database)
+    yield database
+    database.close()
+
+
+def message(subject: str, body: str, sender: str = "a@example.net") -> ParsedMessage:
+    return ParsedMessage(
+        headers=[("From", sender), ("Subject", subject),
+                 ("Message-ID", f"<{abs(hash((subject, body)))}@example.net>")],
+        parts=[Part(path="", content_type="text/plain", text=body)],
+        from_addresses=[sender], subject=subject)
+
+
+HAM = [message(f"meeting {i}", f"agenda for the project review number {i} "
+               "see the attached minutes and the build logs") for i in range(6)]
+SPAM = [message(f"cheap pills {i}", f"buy cheap viagra now limited offer {i} "
+                "click here to claim your prize money", "x@spam.example")
+        for i in range(6)]
+
+
+# region scorer
+
+
+@pytest.fixture(scope="module")
+def compiled_bayes():
+    need(scorer.COMPILED, "compiled core.fast._bayes (setup.py build_ext)")
+    return scorer.implementation(True)
+
+
+def test_scorer_twins_agree(compiled_bayes):
+    rng = random.Random(99)
+    tokens = [rng.randrange(1, 2**63) * rng.choice((1, -1)) for _ in range(3000)]
+    fast, slow = compiled_bayes.CountTable(10), bayes_py.CountTable()
+    for token in tokens:
+        ham, spam = rng.randrange(0, 40), rng.randrange(0, 40)
+        fast.put(token, ham, spam)
+        slow.put(token, ham, spam)
+    assert len(fast) == len(slow) == len(set(tokens))
+    for _ in range(60):
+        sample = array("q", rng.sample(tokens, rng.randrange(0, 600))
+                       + [rng.randrange(1, 2**62) for _ in range(20)])
+        sample.extend(sample[:10])  # repeats count once
+        for max_clues in (150, 5):
+            args = (30, 25, 0.45, 0.5, 0.1, max_clues, 12)
+            assert compiled_bayes.score(fast, sample, *args) == \
+                bayes_py.score(slow, sample, *args)
+
+
+def test_count_table_load_and_get(compiled_bayes):
+    for impl in (compiled_bayes, bayes_py):
+        table = impl.CountTable()
+        table.load(array("q", [5, -7, 2**62]), array("I", [1, 2, 3]),
+                   array("I", [4, 5, 6]))
+        assert table.get(-7) == (2, 5) and table.get(8) == (0, 0)
+        with pytest.raises(ValueError):
+            table.put(0, 1, 1)
+
+
+def test_chi2q_twins(compiled_bayes):
+    for x2, v in ((0.0, 2), (3.5, 10), (250.0, 300), (2000.0, 300)):
+        assert compiled_bayes.chi2q(x2, v) == bayes_py.chi2q(x2, v)
+
+
+def test_points_mapping():
+    assert scorer.points(0.0) == -1.5
+    assert scorer.points(0.2) == 0.0
+    assert scorer.points(0.9) == 2.0
+    assert scorer.points(0.999) == 6.0
+    assert scorer.points(1.0) == 7.0
+    values = [scorer.points(i / 1000) for i in range(1001)]
+    assert values == sorted(values)
+
+
+# endregion
+
+# region store and training
+
+
+def test_untrained_filter_scores_zero_and_says_so(database, settings):
+    result = SpamFilter(settings).check(SPAM[0])
+    assert result.score == 0.0 and result.verdict == "unsure"
+    assert "not trained" in result.note
+
+
+def test_learn_store_round_trip(database, settings, tmp_path):
+    learner = training.Learner(tokenizer.options(settings))
+    for parsed in HAM:
+        learner.add(parsed, False)
+    for parsed in SPAM:
+        learner.add(parsed, True)
+    assert learner.flush() == 12
+    stats = store.stats()
+    assert stats["ham_messages"] == 6 and stats["spam_messages"] == 6
+    assert stats["tokens"] == BayesToken.select().count() > 20
+    token = tokenizer.tokenize(message("x", "viagra"))[-1]
+    assert store.counts(token) == (0, 6)
+
+    # Learning the same message again does nothing.
+    assert not training.learn(SPAM[0], True, settings)
+    assert store.stats()["spam_messages"] == 6
+
+    # Dump, change, restore: back to the dumped state.
+    path = tmp_path / "bayes.dump.gz"
+    rows = sorted(BayesToken.select().tuples())
+    assert store.dump(path) == len(rows)
+    training.learn(message("other", "completely new words here"), False, settings)
+    restored = store.restore(path)
+    assert sorted(BayesToken.select().tuples()) == rows
+    assert restored["ham_messages"] == 6 and restored["learned_messages"] == 12
+
+
+def test_restore_refuses_a_foreign_file(database, tmp_path):
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(b"not gzip")
+    with pytest.raises(store.StoreError, match="cannot be read"):
+        store.restore(bad)
+
+
+def test_relearn_moves_counts_to_the_other_class(database, settings):
+    for parsed in HAM + SPAM:
+        training.learn(parsed, parsed in SPAM, settings)
+    token = tokenizer.tokenize(message("x", "agenda"))[-1]
+    assert store.counts(token) == (6, 0)
+    assert training.learn(HAM[0], True, settings)
+    assert store.counts(token) == (5, 1)
+    assert store.stats()["ham_messages"] == 5
+    assert store.stats()["spam_messages"] == 7
+
+
+def test_expire_drops_old_rare_tokens(database, settings):
+    learner = training.Learner(tokenizer.options(settings))
+    learner.add(HAM[0], False)
+    learner.add(HAM[1], False)
+    learner.flush()
+    before = store.stats()["tokens"]
+    BayesToken.update(last_seen=1).execute()
+    gone = store.expire(30)
+    # Tokens of both messages (count 2) go too: "rare" is at most 2 uses.
+    assert gone == before and store.stats()["tokens"] == 0
+    assert store.meta()["epoch"] == 1
+
+
+def test_filter_classifies_and_explains(database, settings):
+    for parsed in HAM + SPAM:
+        training.learn(parsed, parsed in SPAM, settings)
+    flt = SpamFilter(settings)
+    spam = flt.check(message("cheap pills", "buy cheap viagra now, claim the prize"))
+    ham = flt.check(message("meeting", "the project review agenda and build logs"))
+    assert spam.verdict == "spam" and spam.score > 3
+    assert ham.verdict == "ham" and ham.score <= 0
+    names = [name for name, _ in spam.tokens]
+    assert any("viagra" in name for name in names)
+
+
+def test_twin_filter_gives_the_same_result(database, settings, compiled_bayes):
+    for parsed in HAM + SPAM:
+        training.learn(parsed, parsed in SPAM, settings)
+    probe = message("prize meeting", "cheap agenda viagra review")
+    fast = SpamFilter(settings, compiled=True).check(probe)
+    slow = SpamFilter(settings, compiled=False).check(probe)
+    assert fast == slow
+
+
+def test_filter_reloads_when_the_store_changed(database, settings):
+    flt = SpamFilter(settings)
+    flt.check(HAM[0])
+    assert flt.scorer.nham == 0
+    for parsed in HAM + SPAM:
+        training.learn(parsed, parsed in SPAM, settings)
+    flt.check(HAM[0])
+    assert flt.scorer.nham == 6 and flt.scorer.nspam == 6
+    # An incremental reload sees a newly learned token.
+    training.learn(message("fresh", "zanzibar"), True, settings)
+    flt.check(HAM[0])
+    token = tokenizer.tokenize(message("x", "zanzibar"))[-1]
+    assert flt.scorer.table.get(token) == (0, 1)
+
+
+def test_autolearn_is_batched(database, settings):
+    for parsed in HAM + SPAM:
+        training.learn(parsed, parsed in SPAM, settings)
+    flt = SpamFilter(settings.replace(bayes_autolearn=True, bayes_autolearn_spam=0.9,
+                                      bayes_autolearn_ham=0.1))
+    result = flt.check(message("cheap pills now", "buy cheap viagra claim prize"))
+    assert result.autolearned == "spam"
+    assert store.stats()["spam_messages"] == 6  # still pending
+    flt.flush()
+    assert store.stats()["spam_messages"] == 7
+
+
+def test_train_reads_files_mbox_and_maildir(database, settings, tmp_path):
+    raw = b"From: a@example.net\r\nSubject: hello %d\r\n\r\nproject agenda %d\r\n"
+    folder = tmp_path / "ham"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.eml").write_bytes(b"From someone Thu Jan 1 00:00:00 2026\n"
+                                          + raw % (i, i))
+    box = mailbox.mbox(str(tmp_path / "spam.mbox"))
+    for i in range(4):
+        box.add(b"From: x@spam.example\nSubject: pills %d\n\n"
+                b"From now on buy %d\n" % (i, i))
+    box.close()
+    maildir = mailbox.Maildir(str(tmp_path / "Maildir"))
+    maildir.add(b"From: y@spam.example\nSubject: offer\n\ncheap cheap\n")
+    maildir.close()
+
+    result = training.train([folder], [tmp_path / "spam.mbox", tmp_path / "Maildir"],
+                            progress=False, settings=settings, parse=parse)
+    assert result["learned"] == 8 and result["ham_messages"] == 3
+    assert result["spam_messages"] == 5
+    again = training.train([folder], [], progress=False, settings=settings, parse=parse)
+    assert again["learned"] == 0 and again["already_known"] == 3
+    with pytest.raises(training.TrainingError, match="does not exist"):
+        training.train([tmp_path / "missing"], [], progress=False, settings=settings,
+                       parse=parse)
+
+
+def test_split_mbox_unquotes_from_lines():
+    data = b"From a\nSubject: 1\n\n>From here\n\nFrom b\nSubject: 2\n\nbody\n"
+    assert list(training.split_mbox(data)) == [
+        b"Subject: 1\n\nFrom here\n", b"Subject: 2\n\nbody\n"]
+
+
+def test_train_then_classify_corpus_sample(database, settings):
+    need(CORPUS.is_dir(), "the dev corpus in /work/shared/corpus")
+    ham = sorted((CORPUS / "ham").glob("easy_ham.*.eml"))[:60]
+    spam = sorted((CORPUS / "spam").glob("spam.*.eml"))[:60]
+    training.train(ham[:40], spam[:40], progress=False, settings=settings, parse=parse)
+    flt = SpamFilter(settings)
+    right = 0
+    probes = [(p, False) for p in ham[40:]] + [(p, True) for p in spam[40:]]
+    for path, is_spam in probes:
+        result = flt.check(parse(training.strip_envelope(path.read_bytes())))
+        right += (result.verdict == "spam") == is_spam
+    assert right >= 34  # of 40; the bench measures the real accuracy
+
+
+# endregion

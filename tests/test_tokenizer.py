@@ -1,0 +1,282 @@
+"""The Bayes tokenizer: compiled and pure-Python twin give the same tokens."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.message import ParsedMessage, Part
+from core.spam import features, tokenize_py, tokenizer
+from core.spam import tokenspec as ts
+from tests.support.system import need
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = Path("/work/shared/corpus/dev")
+CASES = Path("/work/shared/cases")
+HOSTILE = ("034-multipart-nesting-bomb", "036-many-mime-parts",
+           "060-long-mime-param-name", "061-semicolon-stuffing")
+
+
+def parse(data: bytes) -> ParsedMessage:
+    try:
+        from core.mime import parse as mime_parse
+    except ImportError:
+        from bench.mime_adapter import parse as mime_parse
+    return mime_parse(data)
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    need(tokenizer.COMPILED, "compiled core.fast._tokenize (setup.py build_ext)")
+    return tokenizer.implementation(True)
+
+
+def words(text: str | bytes, mode=ts.WORDS, prefix=b"", opts=ts.Options()):
+    data = text.encode() if isinstance(text, str) else text
+    segments = [(prefix, data, mode)]
+    out, names = tokenize_py.hash_segments(segments, opts, _ALL)
+    return [names[t] for t in out]
+
+
+class _All(set):
+    def __contains__(self, item):
+        return True
+
+
+_ALL = _All()
+
+
+HOSTILE_INPUTS = [
+    b"",
+    b" ",
+    b"a",
+    b"<",
+    b"&",
+    b"<<<<<<<<",
+    b"&&&&;;;;",
+    b"&#;&#x;&#xzz;&#99999999999;&#0;&#xD800;&#x10FFFF;&#65;&amp&amp;",
+    b"<!-- never closed",
+    b"<!-->x<!--->y",
+    b"<script>var a = '<b>';</script>after<style>p{}</style >tail",
+    b"<script>never closed",
+    b"<a href='http://x.example/a b' title=\"it's\">link</a>",
+    b"<a href=\"unterminated>text",
+    b"<img src=http://img.example/p.gif>",
+    b"<p class='a>b'>quoted gt</p>",
+    b"<1notatag> <?xml version='1.0'?> <!DOCTYPE html>",
+    b"</a></b></script>",
+    b"x" * 5000,
+    b"www." * 100,
+    b"http://" + b"a." * 500 + b"com",
+    b"user@" * 200,
+    b"\x00\x01\x02 zero\x00byte",
+    bytes(range(256)),
+    "caf\u00e9 na\u00efve \u65e5\u672c\u8a9e \U0001f600".encode(),
+    b"\xff\xfe invalid utf8 \xc3",
+    b"FREE!!! $$$ 100% GUARANTEED...",
+    b"<" * 3000 + b"a" * 10,
+    b"<a " * 2000,
+    b"&#" * 2000,
+    b";" * 30000,
+]
+
+
+def _random_inputs(count: int) -> list[bytes]:
+    rng = random.Random(1234)
+    alphabet = (b"aZ09 <>/&#;=\"'!-.:@x\n\t\x80\xc3\xa9www.http://"
+                + bytes(range(0, 256, 7)))
+    out = []
+    for _ in range(count):
+        size = rng.randrange(0, 400)
+        out.append(bytes(rng.choice(alphabet) for _ in range(size)))
+    return out
+
+
+def _corpus_messages(count: int) -> list[bytes]:
+    need(CORPUS.is_dir(), "the dev corpus in /work/shared/corpus")
+    files = sorted(CORPUS.glob("*/*.eml"))
+    return [f.read_bytes() for f in files[:: max(len(files) // count, 1)]][:count]
+
+
+def _assert_same(compiled, segments, opts=ts.Options()):
+    fast = compiled.hash_segments(segments, opts)
+    slow = tokenize_py.hash_segments(segments, opts)
+    assert list(fast) == list(slow)
+    wanted = set(list(slow)[::3]) | {12345}
+    _, fast_names = compiled.hash_segments(segments, opts, wanted)
+    _, slow_names = tokenize_py.hash_segments(segments, opts, wanted)
+    assert fast_names == slow_names
+    return list(fast)
+
+
+@pytest.mark.parametrize("mode", [ts.WORDS, ts.HTML, ts.LITERAL])
+def test_twins_agree_on_hostile_inputs(compiled, mode):
+    for data in HOSTILE_INPUTS:
+        _assert_same(compiled, [(b"p:", data, mode)])
+
+
+@pytest.mark.parametrize("window", [0, 1, 2, 3, 5, 8])
+def test_twins_agree_on_random_bytes(compiled, window):
+    opts = ts.Options(window=window, max_tokens=500)
+    for data in _random_inputs(150):
+        _assert_same(compiled, [(b"", data, ts.WORDS), (b"h:", data, ts.HTML)], opts)
+
+
+def test_twins_agree_on_corpus_messages(compiled):
+    for data in _corpus_messages(40):
+        _assert_same(compiled, features.segments(parse(data)))
+
+
+def test_twins_agree_on_hostile_cases(compiled):
+    for case in HOSTILE:
+        path = CASES / case / "input.eml"
+        need(path.is_file(), f"case {case}")
+        parsed = parse(path.read_bytes())
+        _assert_same(compiled, features.segments(parsed))
+        # The raw message as one body as well, HTML rules included.
+        _assert_same(compiled, [(b"", path.read_bytes(), ts.HTML)])
+
+
+def test_hash_is_fnv1a_64_and_stable(compiled):
+    # Published FNV-1a 64 test vector: "a" -> 0xaf63dc4c8601ec8c.
+    assert tokenize_py.fnv(ts.FNV_OFFSET, b"a") == 0xAF63DC4C8601EC8C
+    expected = ts.to_signed(0xAF63DC4C8601EC8C)
+    assert list(compiled.hash_segments([(b"", b"A", ts.LITERAL)])) == [expected]
+    assert list(tokenize_py.hash_segments([(b"", b"a", ts.LITERAL)])) == [expected]
+
+
+def test_hash_is_the_same_in_another_process(compiled):
+    code = ("from core.spam import tokenizer, tokenspec as ts;"
+            "print(list(tokenizer.implementation().hash_segments("
+            "[(b'subject:', b'Cheap meds now', ts.WORDS)])))")
+    here = list(compiled.hash_segments([(b"subject:", b"Cheap meds now", ts.WORDS)]))
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
+                         capture_output=True, text=True,
+                         env={"PYTHONHASHSEED": "77", "PATH": "/usr/bin"}).stdout
+    assert out.strip() == str(here)
+
+
+def test_words_are_lowercased_stripped_and_paired():
+    names = words("Free MONEY!!! now.")
+    assert names == ["free", "money!!!", "free ~1 money!!!", "now",
+                     "money!!! ~1 now", "free ~2 now"]
+
+
+def test_window_one_gives_single_words_only():
+    assert words("one two three", opts=ts.Options(window=1)) == ["one", "two", "three"]
+
+
+def test_length_bounds():
+    names = words("a ok " + "x" * 40)
+    assert names == ["ok", "skip:x 40"]
+
+
+def test_urls_and_addresses_are_cracked():
+    names = words("see http://WWW.Example.com/Path?id=7 or mail bob@example.org")
+    assert "url:www" in names and "url:example" in names and "url:path" in names
+    assert "email:bob" in names and "email:example" in names
+    assert "url:id" in names and not any("~" in n and "url:" in n for n in names)
+
+
+def test_html_tags_entities_scripts_and_link_targets():
+    html = ("<html><body><script>evil()</script><p>&#70;ree &amp; "
+            "fast</p><a href=\"http://spam.example/x\">click</a></body></html>")
+    names = words(html, mode=ts.HTML)
+    assert "<html" in names and "<p" in names and "<a" in names
+    assert "free" in names and "fast" in names and "click" in names
+    assert "url:spam" in names and "url:example" in names
+    assert not any("evil" in n for n in names)
+
+
+def test_prefix_is_on_every_token():
+    names = words("Hello there", prefix=b"subject:")
+    assert names == ["subject:hello", "subject:there", "subject:hello ~1 there"]
+
+
+def test_token_cap_bounds_output(compiled):
+    data = b" ".join(b"w%d" % i for i in range(50000))
+    opts = ts.Options(max_tokens=1000)
+    assert len(compiled.hash_segments([(b"", data, ts.WORDS)], opts)) == 1000
+    assert len(tokenize_py.hash_segments([(b"", data, ts.WORDS)], opts)) == 1000
+
+
+def test_headers_come_before_body_under_the_cap():
+    parsed = ParsedMessage(headers=[("Subject", "unique subject words")],
+                           parts=[Part(path="", content_type="text/plain",
+                                       text="body " * 100000)])
+    opts = ts.Options(max_tokens=50)
+    hashes = tokenizer.tokenize(parsed, opts)
+    assert len(hashes) == 50
+    found = tokenizer.names(parsed, set(hashes), opts)
+    assert "subject:unique" in found.values()
+
+
+def test_features_of_a_message():
+    parsed = ParsedMessage(
+        headers=[("From", "Bob <bob@example.net>"), ("Subject", "Hi there"),
+                 ("Message-ID", "<1234.abc@mail.example.net>"),
+                 ("Received", "from mx.example.net (mx.example.net [192.0.2.7]) "
+                              "by gw.example.com; Thu, 1 Jan 2026")],
+        parts=[Part(path="1", content_type="text/html",
+                    text="<div style='display: none'>hidden</div>"
+                         "<a href='http://evil.example/'>www.bank.example</a>"),
+               Part(path="2", content_type="application/pdf", filename="inv.pdf",
+                    disposition="attachment")],
+        from_addresses=["bob@example.net"])
+    segs = features.segments(parsed)
+    hashes = tokenize_py.hash_segments(segs)
+    _, names = tokenize_py.hash_segments(segs, wanted=_ALL)
+    found = {names[h] for h in hashes}
+    for token in ("hdr:from", "subject:hi", "from:email:bob", "mid:shape:<9.a@a.a.a>",
+                  "mid:dom:mail.example.net", "rcvd:ip:192.0.2.7",
+                  "rcvd:host:mx.example.net", "rcvd:dom:example.net", "html:hidden",
+                  "html:linkmismatch", "att:ext:pdf", "filename:inv.pdf",
+                  "att:type:application/pdf", "part:text/html"):
+        assert token in found, token
+
+
+def test_hostile_cases_are_cheap(compiled):
+    # A hang guard, not a benchmark: bench/bayes.py measures the real cost.
+    import time
+
+    for case in HOSTILE:
+        path = CASES / case / "input.eml"
+        need(path.is_file(), f"case {case}")
+        parsed = parse(path.read_bytes())
+        started = time.monotonic()
+        tokenizer.tokenize(parsed, impl=compiled)
+        assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.parametrize("html", [
+    "<img src=x>" + "<" * 60000,
+    "<a href=x>" * 20000,
+    "<a " + "x" * 60000,
+    "<font size=1>" + "www." * 20000,
+])
+def test_html_features_are_linear_on_hostile_html(html):
+    import time
+
+    started = time.monotonic()
+    out: list = []
+    features.html_features(html, out)
+    tokenize_py.hash_segments([(b"", html.encode(), ts.HTML)],
+                              ts.Options(max_tokens=200))
+    assert time.monotonic() - started < 2.0
+
+
+def test_works_without_the_compiled_module():
+    code = ("import sys; sys.modules['core.fast._tokenize'] = None;"
+            "sys.modules['core.fast._bayes'] = None;"
+            "from core.spam import tokenizer, scorer;"
+            "from core.message import ParsedMessage;"
+            "assert not tokenizer.COMPILED and not scorer.COMPILED;"
+            "parsed = ParsedMessage(headers=[('Subject', 'x y')]);"
+            "print(len(tokenizer.tokenize(parsed)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    assert int(out) > 0
