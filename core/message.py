@@ -25,6 +25,10 @@ class Part:
     defects: list[str] = dataclasses.field(default_factory=list)
     depth: int = 0
     in_rfc822: bool = False  # inside an attached message/rfc822
+    # Every name the part gives itself (Content-Disposition filename and
+    # Content-Type name, each instance); rules must check them all.
+    filenames: list[str] = dataclasses.field(default_factory=list)
+    transfer_encoding: str = ""  # declared, lowercased: base64, 7bit...
 
 
 @dataclasses.dataclass
