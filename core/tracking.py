@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Any, Callable
 
+import peewee as pw
+
 from core import models
 from core.models import Message, QuarantineItem, Recipient, utcnow
 
@@ -104,6 +106,15 @@ def _write(batch: list[tuple[str | None, Any]]) -> None:
     _run(kind, group)
 
 
+def _write_transaction():
+    # BEGIN IMMEDIATE on SQLite: a job reads (Message.get) and then writes;
+    # a deferred transaction would then fail at once with "database is
+    # locked", without waiting, whenever another process wrote in between.
+    if isinstance(models.db.obj, pw.SqliteDatabase):
+        return models.db.atomic(lock_type="IMMEDIATE")
+    return models.db.atomic()
+
+
 def _writer() -> None:
     global _pending
     while True:
@@ -121,13 +132,13 @@ def _writer() -> None:
                 break
             batch.append(nxt)
         try:
-            with models.db.atomic():
+            with _write_transaction():
                 _write(batch)
         except Exception:
             # One bad row must not lose the batch: retry the jobs one by one.
             for job in batch:
                 try:
-                    with models.db.atomic():
+                    with _write_transaction():
                         _write([job])
                 except Exception:
                     log.exception("event=tracking_error kind=%s", job[0])

@@ -1,0 +1,152 @@
+"""Nothing accepted is lost: kill -9 and SIGTERM against the whole gateway.
+
+Once the gateway has answered 250 the message must reach the downstream
+sooner or later, whatever happens to the gateway's processes in between
+(at least once: a crash in the middle of a relay may send it twice).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.gateway import Gateway
+from tests.support.sink import Sink
+
+
+@pytest.fixture(scope="module")
+def sink(tmp_path_factory):
+    server = Sink(tmp_path_factory.mktemp("sink")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, sink, dns_server):
+    # No clamd here: scanning is not what these tests are about.
+    gw = Gateway(tmp_path_factory.mktemp("gateway"), sink.address,
+                 dns_port=dns_server.port, bayes_enabled=False)
+    yield gw
+    gw.kill9()
+
+
+@pytest.fixture
+def running(gateway, sink):
+    sink.set_rules()
+    if gateway.proc is None:
+        gateway.start()
+    return gateway
+
+
+def _message(subject: str) -> bytes:
+    return (f"From: <alice@example.net>\r\nTo: <user@example.com>\r\n"
+            f"Subject: {subject}\r\n\r\nbody of {subject}\r\n").encode()
+
+
+def _subjects(sink: Sink, prefix: str) -> set[str]:
+    found = set()
+    for tx in sink.transactions():
+        for subject in tx.header("Subject"):
+            if subject.startswith(prefix):
+                found.add(subject)
+    return found
+
+
+def test_message_survives_kill9_between_250_and_delivery(running, sink):
+    sink.set_rules(fail_first=10**6, fail_reply="451 4.3.0 held for the test")
+
+    qid = running.send("alice@example.net", ["user@example.com"],
+                       _message("durable-held"))
+    assert running.wait_log(qid, "event=deferred")
+    running.kill9()
+
+    sink.set_rules()
+    running.start()
+
+    found = sink.wait_for(lambda tx: qid.encode() in tx.data, timeout=30)
+    assert len(found) >= 1
+    assert found[0].header("Subject") == ["durable-held"]
+    assert running.wait_empty()
+
+
+def test_burst_then_kill9_loses_nothing(running, sink):
+    sent = []
+    for number in range(30):
+        subject = f"burst-{number}"
+        running.send("alice@example.net", ["user@example.com"], _message(subject))
+        sent.append(subject)
+    running.kill9()  # some are in incoming, filtering, deliver or sending
+
+    running.start()
+
+    deadline = time.monotonic() + 30
+    while _subjects(sink, "burst-") != set(sent) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _subjects(sink, "burst-") == set(sent)
+    assert running.wait_empty()
+
+
+def test_sigterm_drains_open_transaction(running, sink):
+    client = smtplib.SMTP("127.0.0.1", running.port_in, timeout=30)
+    client.ehlo("client.example.net")
+    client.mail("alice@example.net")
+    client.rcpt("user@example.com")
+
+    running.proc.send_signal(signal.SIGTERM)
+    code, _text = client.data(_message("drained"))
+    client.close()
+
+    assert code == 250
+    assert running.proc.wait(60) == 0
+    running.proc = None
+    running.start()
+    assert sink.wait_for(lambda tx: tx.header("Subject") == ["drained"])
+    assert running.wait_empty()
+
+
+def _child_pid(gateway: Gateway, name: str) -> int:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            comm = Path(f"/proc/{entry}/comm").read_text().strip()
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if comm == name and int(stat[2]) == gateway.proc.pid:
+            return int(entry)
+    raise AssertionError(f"no process {name} in the gateway's group")
+
+
+def test_crashed_child_is_restarted(running, sink):
+    os.kill(_child_pid(running, "pc-delivery"), signal.SIGKILL)
+
+    qid = running.send("alice@example.net", ["user@example.com"],
+                       _message("after-crash"))
+
+    assert sink.wait_for(lambda tx: qid.encode() in tx.data, timeout=30)
+    assert running.wait_log("", "event=child_died name=delivery")
+
+
+def test_sweep_puts_back_what_a_dead_worker_left(tmp_path, monkeypatch):
+    from core import config, runner
+    from core.spool import Envelope, Spool, new_qid
+
+    settings = config.load(environ={}, overrides={"data_dir": str(tmp_path)})
+    spool = Spool(tmp_path)
+    env = Envelope(qid=new_qid(), sender="a@example.net",
+                   recipients=["u@example.com"])
+    spool.store_new(env, b"Subject: left\r\n\r\nbody\r\n")
+    assert spool.claim(env.qid, "incoming", "filtering")
+
+    runner.Supervisor(settings).sweep()
+    assert spool.list("filtering") == [env.qid]  # young: a live worker's
+
+    monkeypatch.setattr(runner, "ORPHAN_AGE", -1.0)
+    runner.Supervisor(settings).sweep()
+    assert spool.list("incoming") == [env.qid]
