@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv build init bench clean distclean
+.PHONY: run test venv build init bench sink clamd clean distclean
 
 $(STAMP): requirements.txt requirements-test.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,15 @@ run: init
 
 test: build
 	$(PY) -m pytest
+
+# A demo downstream mail server: stores what the gateway relays to it.
+sink: $(STAMP)
+	@echo "demo downstream on 127.0.0.1:2500, mail lands in var/demo-mail/"
+	$(PY) -m tests.support.sink --dir var/demo-mail --port 2500
+
+# A private clamd that knows only the EICAR test signature.
+clamd: $(STAMP)
+	$(PY) -m tests.support.clamd --dir var/clamd
 
 bench: build
 	$(PY) bench/replay.py

@@ -167,11 +167,25 @@ def test_007_binary_garbage(server, caplog):
 
 @pytest.mark.case("008-data-line-too-long")
 def test_008_long_line_refused_after_the_dot(server):
-    gw = server()
+    gw = server(long_lines="reject")
     result = gw.play("008")
     dot_reply = result.replies[5]
     assert dot_reply[2].startswith("500 5.5.2")
     assert gw.stored() == []
+
+
+@pytest.mark.case("008-data-line-too-long")
+def test_008_long_line_accepted_whole_by_default(server):
+    """A 4000-octet line is kept as one line: no command hides in its tail."""
+    gw = server()
+    result = gw.play("008")
+    assert result.replies[5][2].startswith("250 ")
+    [(envelope, data)] = gw.stored()
+    lines = data.split(b"\r\n")
+    longest = max(lines, key=len)
+    assert len(longest) >= 4000
+    assert sum(1 for line in lines if len(line) >= 4000) == 1
+    assert not any(line.startswith(b"MAIL FROM") for line in lines)
 
 
 @pytest.mark.case("009-size-declared-over-limit")

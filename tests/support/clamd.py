@@ -15,7 +15,9 @@ names from such files.
 
 from __future__ import annotations
 
+import argparse
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -58,7 +60,8 @@ def _config(folder: Path, sock: str, port: int, stream_max: int,
         f"PidFile {folder / 'clamd.pid'}",
         f"LogFile {folder / 'clamd.log'}",
         f"TemporaryDirectory {folder / 'tmp'}",
-        "User root",
+        # clamd drops to its own user when started as root; stay who we are.
+        f"User {pwd.getpwuid(os.geteuid()).pw_name}",
         "ScanMail yes",
         "ScanArchive yes",
         "ScanPE yes",
@@ -174,3 +177,31 @@ def clamd_running(clamd):
     """The session clamd, started again if a test stopped it."""
     clamd.start()
     return clamd
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run a private clamd in the foreground for a development box."""
+    parser = argparse.ArgumentParser(
+        description="a clamd that knows only the EICAR test signatures")
+    parser.add_argument("--dir", required=True, help="folder for socket and db")
+    args = parser.parse_args(argv)
+    program = shutil.which("clamd") or next(
+        (p for p in CLAMD_PATHS if os.access(p, os.X_OK)), None)
+    if program is None:
+        raise SystemExit("clamd is not installed: apt-get install clamav-daemon")
+    folder = Path(args.dir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    daemon = Clamd(program, folder)
+    daemon.start()
+    print(f"clamd ready: unix:{daemon.unix_socket} and "
+          f"{daemon.tcp_setting}; Ctrl-C stops it", flush=True)
+    try:
+        daemon.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        daemon.stop()
+
+
+if __name__ == "__main__":
+    main()
