@@ -43,11 +43,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.support import dnsserver  # noqa: E402
+from tests.support import dnsserver, paths  # noqa: E402
 from tests.support.gateway import Gateway  # noqa: E402
 from tests.support.sink import Sink  # noqa: E402
 
-DEFAULT_CORPUS = "/work/shared/corpus/dev/*/*.eml"
+DEFAULT_CORPUS = str(paths.CORPUS / "dev" / "*" / "*.eml")
 POSTFIX = "/usr/sbin/postfix"
 TRAIN_EACH = 200  # ham and spam messages learned before the run
 _BENCH_ID = re.compile(rb"(?:^|\r\n)X-Bench-Id:[ \t]*(\d+)")

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from core import config, db
+from tests.support import paths
 from tests.support.clamd import EICAR, clamd  # noqa: F401
 from tests.support.gateway import Gateway
 from tests.support.sink import Sink
 
-CORPUS = Path("/work/shared/corpus/dev")
+CORPUS = paths.CORPUS / "dev"
 TRAINED = 40  # messages of each kind learned before the gateway starts
 
 

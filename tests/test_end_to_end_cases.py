@@ -13,14 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import casescript
+from tests.support import casescript, paths
 from tests.support.clamd import clamd  # noqa: F401
 from tests.support.gateway import Gateway
 from tests.support.sink import Sink
 
-CASES = Path(__file__).resolve().parents[2] / "shared" / "cases"
-if not CASES.is_dir():
-    CASES = Path("/work/shared/cases")
+CASES = paths.CASES
 
 DEFAULT_REPLAY = """\
 @connect peer=192.0.2.10

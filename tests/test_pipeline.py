@@ -13,6 +13,8 @@ from core import config, db, decision, headers, pipeline, tracking
 from core.message import ParsedMessage
 from core.models import Message, QuarantineItem
 from core.spool import Envelope, Spool, new_qid
+from tests.support import paths
+from tests.support import paths
 from tests.support.clamd import EICAR, clamd, clamd_running  # noqa: F401
 
 GOLDEN = Path(__file__).parent / "golden" / "decision.txt"
@@ -168,10 +170,7 @@ def test_malformed_mime_is_quarantined_not_delivered(settings):
     mime = pipeline._mime()
     if mime is None or not hasattr(mime, "parse"):
         pytest.skip("core.mime.parse is not there yet")
-    bomb = (Path(__file__).parents[2] / "shared" / "cases"
-            / "034-multipart-nesting-bomb" / "input.eml")
-    if not bomb.exists():
-        bomb = Path("/work/shared/cases/034-multipart-nesting-bomb/input.eml")
+    bomb = paths.case("034") / "input.eml"
     worker = _worker(settings)
     env = _store(worker.spool, bomb.read_bytes())
 

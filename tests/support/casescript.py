@@ -1,4 +1,4 @@
-"""Runs a case's ``session.txt`` (format: /work/shared/cases/README.md)
+"""Runs a case's ``session.txt`` (format: ../shared/cases/README.md)
 against a live SMTP server and checks every reply.
 
 The client address of ``@connect peer=IP`` is presented with a PROXY v1
