@@ -253,9 +253,9 @@ SCHEMA: tuple[Key, ...] = (
         "it (1 or 0: single words only; at most 8)."),
     Key("bayes_max_tokens", _nonneg_int, 12000,
         "Most tokens (pairs included) taken from one message."),
-    Key("bayes_method", _choice("logistic", "chi", "both"), "logistic",
-        "How Bayes combines token evidence: logistic (regression weights), "
-        "chi (chi-square over counts, as SpamBayes) or both (their mean)."),
+    Key("bayes_method", _choice("chi", "logistic", "both"), "chi",
+        "How Bayes combines token evidence: chi (chi-square over counts, as "
+        "SpamBayes), logistic (regression weights) or both (their mean)."),
     Key("bayes_unsure_low", _float, 0.2,
         "Bayes probability up to which a message is ham; above it is unsure."),
     Key("bayes_unsure_high", _float, 0.9,

@@ -91,6 +91,7 @@ class BayesToken(BaseModel):
     ham = pw.IntegerField(default=0)
     spam = pw.IntegerField(default=0)
     last_seen = pw.IntegerField(default=0, index=True)  # days since epoch
+    weight = pw.DoubleField(default=0.0)  # logistic-regression weight
 
 
 class BayesMeta(BaseModel):

@@ -12,11 +12,12 @@ import pytest
 from core.message import ParsedMessage, Part
 from core.spam import features, tokenize_py, tokenizer
 from core.spam import tokenspec as ts
+from tests.support import paths
 from tests.support.system import need
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = Path("/work/shared/corpus/dev")
-CASES = Path("/work/shared/cases")
+CORPUS = paths.CORPUS / "dev"
+CASES = paths.CASES
 HOSTILE = ("034-multipart-nesting-bomb", "036-many-mime-parts",
            "060-long-mime-param-name", "061-semicolon-stuffing")
 
@@ -97,7 +98,7 @@ def _random_inputs(count: int) -> list[bytes]:
 
 
 def _corpus_messages(count: int) -> list[bytes]:
-    need(CORPUS.is_dir(), "the dev corpus in /work/shared/corpus")
+    need(CORPUS.is_dir(), "the dev corpus in ../shared/corpus")
     files = sorted(CORPUS.glob("*/*.eml"))
     return [f.read_bytes() for f in files[:: max(len(files) // count, 1)]][:count]
 

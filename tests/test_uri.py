@@ -12,8 +12,9 @@ from core import config
 from core.message import ParsedMessage, Part
 from core.spam import SpamFilter, uri_py, uribl, uris
 from tests.support.system import need
+from tests.support import paths
 
-CORPUS = Path("/work/shared/corpus/dev")
+CORPUS = paths.CORPUS / "dev"
 
 
 @pytest.fixture(scope="module")

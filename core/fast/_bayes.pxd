@@ -1,5 +1,6 @@
 # The compiled scorer: token counts in an open-addressing table, Robinson's
-# per-token estimate, Fisher's chi-square combining. Twin: core/spam/bayes_py.py.
+# per-token estimate, Fisher's chi-square combining, logistic weights.
+# Twin: core/spam/bayes_py.py.
 
 from libc.stdint cimport int64_t, uint32_t
 
@@ -14,11 +15,13 @@ cdef class CountTable:
     cdef int64_t *keys
     cdef uint32_t *ham
     cdef uint32_t *spam
+    cdef double *weight
     cdef Py_ssize_t mask
     cdef Py_ssize_t used
 
     cdef int _grow(self, Py_ssize_t wanted) except -1
     cdef Py_ssize_t _slot(self, int64_t token) noexcept nogil
+    cdef Py_ssize_t _insert(self, int64_t token) except -1
     cdef int _put(self, int64_t token, uint32_t ham, uint32_t spam) except -1
 
 

@@ -1,8 +1,11 @@
-"""Compiled scorer: token counts in memory, Robinson/Fisher spam probability.
+"""Compiled scorer: token counts and weights in memory, two combining steps.
 
 Private: ``core.spam.scorer`` builds the table from the token store and
-calls ``score``. Each step mirrors ``core/spam/bayes_py.py`` (the twin) in
-the same order, so both give the same floats.
+calls ``score`` (Robinson/Fisher chi-square over the counts) or
+``logistic`` (logistic regression over the weights); ``tone`` is one
+train-on-or-near-error step of the weights. Each step mirrors
+``core/spam/bayes_py.py`` (the twin) in the same order, so both give the
+same floats.
 """
 
 from libc.math cimport exp, fabs, log
@@ -24,6 +27,7 @@ cdef class CountTable:
         self.keys = NULL
         self.ham = NULL
         self.spam = NULL
+        self.weight = NULL
         self.used = 0
         self.mask = 0
         self._grow(capacity)
@@ -32,6 +36,7 @@ cdef class CountTable:
         free(self.keys)
         free(self.ham)
         free(self.spam)
+        free(self.weight)
 
     cdef int _grow(self, Py_ssize_t wanted) except -1:
         cdef Py_ssize_t size = 16
@@ -40,25 +45,37 @@ cdef class CountTable:
         cdef int64_t *old_keys = self.keys
         cdef uint32_t *old_ham = self.ham
         cdef uint32_t *old_spam = self.spam
+        cdef double *old_weight = self.weight
+        cdef Py_ssize_t slot
         while size < wanted * 2:
             size *= 2
         self.keys = <int64_t *>calloc(size, sizeof(int64_t))
         self.ham = <uint32_t *>calloc(size, sizeof(uint32_t))
         self.spam = <uint32_t *>calloc(size, sizeof(uint32_t))
-        if self.keys == NULL or self.ham == NULL or self.spam == NULL:
+        self.weight = <double *>calloc(size, sizeof(double))
+        if (self.keys == NULL or self.ham == NULL or self.spam == NULL
+                or self.weight == NULL):
             free(self.keys)
             free(self.ham)
             free(self.spam)
+            free(self.weight)
             self.keys, self.ham, self.spam = old_keys, old_ham, old_spam
+            self.weight = old_weight
             raise MemoryError()
         self.mask = size - 1
         self.used = 0
         for k in range(old_size):
             if old_keys[k] != 0:
-                self._put(old_keys[k], old_ham[k], old_spam[k])
+                slot = self._slot(old_keys[k])
+                self.keys[slot] = old_keys[k]
+                self.ham[slot] = old_ham[k]
+                self.spam[slot] = old_spam[k]
+                self.weight[slot] = old_weight[k]
+                self.used += 1
         free(old_keys)
         free(old_ham)
         free(old_spam)
+        free(old_weight)
         return 0
 
     cdef Py_ssize_t _slot(self, int64_t token) noexcept nogil:
@@ -67,7 +84,8 @@ cdef class CountTable:
             slot = (slot + 1) & self.mask
         return slot
 
-    cdef int _put(self, int64_t token, uint32_t ham, uint32_t spam) except -1:
+    cdef Py_ssize_t _insert(self, int64_t token) except -1:
+        # The slot of ``token``, made (with zero counts and weight) if new.
         cdef Py_ssize_t slot
         if token == 0:
             raise ValueError("token hash 0 is reserved")
@@ -77,6 +95,10 @@ cdef class CountTable:
         if self.keys[slot] == 0:
             self.keys[slot] = token
             self.used += 1
+        return slot
+
+    cdef int _put(self, int64_t token, uint32_t ham, uint32_t spam) except -1:
+        cdef Py_ssize_t slot = self._insert(token)
         self.ham[slot] = ham
         self.spam[slot] = spam
         return 0
@@ -88,16 +110,31 @@ cdef class CountTable:
         """Set the counts of one token."""
         self._put(token, ham, spam)
 
+    def put_weight(self, int64_t token, double weight):
+        """Set the logistic weight of one token."""
+        self.weight[self._insert(token)] = weight
+
     def load(self, const long long[::1] tokens, const unsigned int[::1] ham,
-             const unsigned int[::1] spam):
-        """Set the counts of many tokens (three arrays of one length)."""
+             const unsigned int[::1] spam, const double[::1] weight=None):
+        """Set counts (and weights) of many tokens (arrays of one length)."""
         cdef Py_ssize_t k
         if tokens.shape[0] != ham.shape[0] or tokens.shape[0] != spam.shape[0]:
             raise ValueError("tokens, ham and spam differ in length")
+        if weight is not None and weight.shape[0] != tokens.shape[0]:
+            raise ValueError("tokens and weights differ in length")
         if (self.used + tokens.shape[0]) * 2 > self.mask + 1:
             self._grow(self.used + tokens.shape[0])
         for k in range(tokens.shape[0]):
             self._put(tokens[k], ham[k], spam[k])
+            if weight is not None:
+                self.weight[self._slot(tokens[k])] = weight[k]
+
+    def get_weight(self, int64_t token):
+        """The logistic weight of a token, 0.0 when unknown."""
+        if token == 0:
+            return 0.0
+        cdef Py_ssize_t slot = self._slot(token)
+        return self.weight[slot] if self.keys[slot] != 0 else 0.0
 
     def get(self, int64_t token):
         """(ham, spam) counts of a token, (0, 0) when unknown."""
@@ -221,3 +258,103 @@ def score(CountTable table, const long long[::1] tokens, long nham, long nspam,
     finally:
         free(seen)
         free(clues)
+
+
+cdef double _sigmoid(double z) noexcept nogil:
+    # Clamped so that exp cannot overflow; 1e-22 is as sure as it gets.
+    if z > 50.0:
+        z = 50.0
+    elif z < -50.0:
+        z = -50.0
+    return 1.0 / (1.0 + exp(-z))
+
+
+def logistic(CountTable table, const long long[::1] tokens, Py_ssize_t explain):
+    """(probability, weighted token count, [(token, weight)] of the strongest).
+
+    Logistic regression over binary features: repeated tokens count once,
+    the sum of the weights goes through the logistic function.
+    """
+    cdef Py_ssize_t n = tokens.shape[0]
+    cdef Py_ssize_t size = 16
+    cdef Py_ssize_t k, slot, count = 0
+    cdef int64_t token
+    cdef int64_t *seen = NULL
+    cdef _ClueC *clues = NULL
+    cdef double z = 0.0
+    cdef double w, prob
+    while size < n * 2:
+        size *= 2
+    seen = <int64_t *>calloc(size, sizeof(int64_t))
+    clues = <_ClueC *>malloc((n + 1) * sizeof(_ClueC))
+    if seen == NULL or clues == NULL:
+        free(seen)
+        free(clues)
+        raise MemoryError()
+    try:
+        with nogil:
+            for k in range(n):
+                token = tokens[k]
+                if token == 0:
+                    continue
+                slot = _hash_slot(token, size - 1)
+                while seen[slot] != 0 and seen[slot] != token:
+                    slot = (slot + 1) & (size - 1)
+                if seen[slot] == token:
+                    continue
+                seen[slot] = token
+
+                slot = table._slot(token)
+                if table.keys[slot] == 0:
+                    continue
+                w = table.weight[slot]
+                if w == 0.0:
+                    continue
+                z += w
+                clues[count].distance = fabs(w)
+                clues[count].prob = w
+                clues[count].token = token
+                count += 1
+            prob = _sigmoid(z)
+            if explain > 0:
+                # Largest |weight| first, as _by_strength orders distances.
+                qsort(clues, count, sizeof(_ClueC), _by_strength)
+        top = [(clues[k].token, clues[k].prob) for k in range(min(explain, count))]
+        return prob, count, top
+    finally:
+        free(seen)
+        free(clues)
+
+
+def tone(CountTable table, const long long[::1] tokens, bint is_spam,
+         double rate, double margin, CountTable also=None):
+    """One train-on-or-near-error step; returns the step added to each weight.
+
+    ``tokens`` must be distinct. Nothing changes (0.0 is returned) when the
+    probability is already within ``margin`` of the label. The step is added
+    to the weights in ``also`` too, which so sums what a batch changed.
+    """
+    cdef Py_ssize_t n = tokens.shape[0]
+    cdef Py_ssize_t k, slot
+    cdef double z = 0.0
+    cdef double target = 1.0 if is_spam else 0.0
+    cdef double step
+    for k in range(n):
+        if tokens[k] == 0:
+            continue
+        slot = table._slot(tokens[k])
+        if table.keys[slot] != 0:
+            z += table.weight[slot]
+    step = target - _sigmoid(z)
+    if fabs(step) < margin:
+        return 0.0
+    step *= rate
+    for k in range(n):
+        if tokens[k] == 0:
+            continue
+        slot = table._insert(tokens[k])
+        table.weight[slot] += step
+        if also is not None:
+            slot = also._insert(tokens[k])
+            also.weight[slot] += step
+    return step

@@ -3,8 +3,11 @@
 ``SpamFilter(settings).check(parsed)`` gives a ``SpamResult``: a score in
 SpamAssassin-like points (see ``core.spam.scorer.points``), the spam
 probability, a verdict (spam, ham or unsure) and the tokens that weighed
-most. Build it once per worker: the token table is read from the database
-at the first check and refreshed when the store changes.
+most. ``bayes_method`` picks how token evidence is combined (chi-square
+over counts, logistic regression over trained weights, or the mean of both;
+see ``core.spam.scorer``). Build it once per worker: the token table is
+read from the database at the first check and refreshed when the store
+changes.
 
 For the CLI and the quarantine: ``train``, ``learn``, ``stats``, ``dump``,
 ``restore`` and ``expire``.
@@ -67,17 +70,23 @@ class SpamFilter:
         self.settings = settings
         self.opts = tokenizer.options(settings)
         self.tokenizer = tokenizer.implementation(compiled)
-        self.scorer = scorer.Scorer(compiled)
+        self.scorer = scorer.Scorer(compiled, getattr(settings, "bayes_method", "chi"))
         self.low = settings.bayes_unsure_low
         self.high = settings.bayes_unsure_high
         self.learner = training.Learner(self.opts, self.tokenizer,
-                                        on_write=self.scorer.add)
+                                        on_write=self.scorer.add,
+                                        table=self._table, compiled=compiled)
         self.flushed_at = time.monotonic()
         self.uribl = None
         if settings.uribl_zones:
             from core.spam.uribl import UriBlocklist
 
             self.uribl = UriBlocklist(settings)
+
+    def _table(self):
+        # The weights the next fit starts from: this worker's table, current.
+        self.scorer.refresh(0.0)
+        return self.scorer.table
 
     def _autolearn(self, parsed: ParsedMessage, probability: float) -> str:
         s = self.settings

@@ -41,11 +41,13 @@ LITERAL_HEADERS = frozenset((
 # should learn from: it would only learn to trust them.
 SKIP_PREFIXES = ("x-spam", "x-bogosity", "x-portcullis", "x-virus")
 
-_SHAPE_RE = (
-    (re.compile(r"[0-9]+"), "9"),
-    (re.compile(r"[a-z]+"), "a"),
-    (re.compile(r"[A-Z]+"), "A"),
-)
+# The shape of a Message-ID: each run of digits, lower or upper case ASCII
+# letters becomes one "9", "a" or "A" (map every character, then fold runs).
+_SHAPE_MAP = str.maketrans(
+    {**{c: "9" for c in "0123456789"},
+     **{c: "a" for c in "abcdefghijklmnopqrstuvwxyz"},
+     **{c: "A" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}})
+_SHAPE_RUN = re.compile(r"([9aA])\1+")
 # "<" is excluded inside a tag so a run of "<" costs linear time.
 _TAG_RE = re.compile(r"<[^<>]{0,4000}>|&[a-z#0-9]{1,10};", re.I)
 _TEXTWORD_RE = re.compile(r"[^\W_]{2,}")
@@ -64,23 +66,26 @@ def _enc(text: str) -> bytes:
 
 
 def _shape(value: str) -> str:
-    for pattern, mark in _SHAPE_RE:
-        value = pattern.sub(mark, value)
-    return value
+    return _SHAPE_RUN.sub(r"\1", value.translate(_SHAPE_MAP))
 
 
 def _received(value: str, out: list) -> None:
     """Hosts and IP addresses (with their /24) of one Received hop."""
-    head = value[:1000].lower().split(";", 1)[0]
+    head = value[:1000].lower().partition(";")[0]
+    append = out.append
     for word in _RCVD_WORD.findall(head)[:12]:
-        labels = word.split(".")
-        if len(labels) == 4 and all(label.isdigit() for label in labels):
-            out.append((b"rcvd:ip:", word.encode(), LITERAL))
-            out.append((b"rcvd:ip24:", word.rsplit(".", 1)[0].encode(), LITERAL))
+        data = word.encode()
+        dots = word.count(".")
+        # Labels are never empty, so "digits once the dots are gone" means
+        # every label is a number.
+        if dots == 3 and word.replace(".", "").isdigit():
+            append((b"rcvd:ip:", data, LITERAL))
+            append((b"rcvd:ip24:", data[:data.rfind(b".")], LITERAL))
             continue
-        out.append((b"rcvd:host:", word.encode(), LITERAL))
-        if len(labels) > 2:
-            out.append((b"rcvd:dom:", ".".join(labels[-2:]).encode(), LITERAL))
+        append((b"rcvd:host:", data, LITERAL))
+        if dots > 1:
+            append((b"rcvd:dom:", data[data.rfind(b".", 0, data.rfind(b".")) + 1:],
+                    LITERAL))
 
 
 def _message_id(value: str, out: list) -> None:
@@ -101,28 +106,61 @@ def _content_type(value: str, out: list, prefix: bytes) -> None:
         out.append((b"charset:", match.group(1).lower().encode(), LITERAL))
 
 
+_RECEIVED, _MESSAGE_ID, _CONTENT_TYPE = 1, 2, 3
+_KINDS = {"received": _RECEIVED, "message-id": _MESSAGE_ID,
+          "content-type": _CONTENT_TYPE}
+# Field names repeat from message to message, so what a name asks for is
+# worked out once per name as written (bounded: names are the sender's).
+_PLANS: dict[str, tuple] = {}
+MAX_PLANS = 4096
+MAX_PLAN_NAME = 64
+
+
+def _plan(name: str) -> tuple:
+    """(key, hdr token, word prefix, literal prefix, kind); () to skip."""
+    key = name.lower().strip()
+    if key.startswith(SKIP_PREFIXES):
+        plan: tuple = ()
+    else:
+        plan = (key, key[:40].encode("utf-8", "replace"),
+                key.encode() + b":" if key in WORD_HEADERS else None,
+                key.encode() + b"=" if key in LITERAL_HEADERS else None,
+                _KINDS.get(key, 0))
+    if len(_PLANS) < MAX_PLANS and len(name) <= MAX_PLAN_NAME:
+        _PLANS[name] = plan
+    return plan
+
+
 def header_segments(parsed: ParsedMessage, out: list) -> None:
     received = 0
     names_seen = set()
+    append = out.append
+    plans = _PLANS
     for name, value in parsed.headers[:MAX_HEADERS]:
-        key = name.lower().strip()
-        if key.startswith(SKIP_PREFIXES):
+        plan = plans.get(name)
+        if plan is None:
+            plan = _plan(name)
+        if not plan:
             continue
+        key, hdr, word, literal, kind = plan
         value = value or ""
         if key not in names_seen:
             names_seen.add(key)
-            out.append((b"hdr:", key[:40].encode("utf-8", "replace"), LITERAL))
+            append((b"hdr:", hdr, LITERAL))
 
-        if key in WORD_HEADERS:
-            out.append((key.encode() + b":", _enc(value[:2000]), WORDS))
-        if key in LITERAL_HEADERS:
-            out.append((key.encode() + b"=", _enc(value.strip()[:64]), LITERAL))
-        if key == "received" and received < MAX_RECEIVED:
-            received += 1
-            _received(value, out)
-        elif key == "message-id":
+        if word is not None:
+            append((word, _enc(value[:2000]), WORDS))
+        if literal is not None:
+            append((literal, _enc(value.strip()[:64]), LITERAL))
+        if not kind:
+            continue
+        if kind == _RECEIVED:
+            if received < MAX_RECEIVED:
+                received += 1
+                _received(value, out)
+        elif kind == _MESSAGE_ID:
             _message_id(value, out)
-        elif key == "content-type":
+        else:
             _content_type(value, out, b"content-type:")
 
     count = len(parsed.from_addresses)

@@ -71,19 +71,20 @@ def _upsert_sql(database) -> str:
     ham = f"{table}.ham + excluded.ham"
     spam = f"{table}.spam + excluded.spam"
     return (
-        f"INSERT INTO {table} (token, ham, spam, last_seen) "
-        f"VALUES ({p}, {p}, {p}, {p}) "
+        f"INSERT INTO {table} (token, ham, spam, last_seen, weight) "
+        f"VALUES ({p}, {p}, {p}, {p}, {p}) "
         f"ON CONFLICT (token) DO UPDATE SET "
         f"ham = CASE WHEN {ham} < 0 THEN 0 ELSE {ham} END, "
         f"spam = CASE WHEN {spam} < 0 THEN 0 ELSE {spam} END, "
+        f"weight = {table}.weight + excluded.weight, "
         f"last_seen = CASE WHEN excluded.last_seen > {table}.last_seen "
         f"THEN excluded.last_seen ELSE {table}.last_seen END"
     )
 
 
-def apply(deltas: dict[int, list[int]], nham: int, nspam: int,
+def apply(deltas: dict[int, list], nham: int, nspam: int,
           day: int | None = None) -> int:
-    """Add per-token (ham, spam) deltas and message totals in one transaction.
+    """Add per-token (ham, spam[, weight]) deltas and message totals at once.
 
     Negative deltas (unlearning) never take a count below 0; rows left at
     0/0 are deleted. Returns the number of token rows written.
@@ -91,9 +92,9 @@ def apply(deltas: dict[int, list[int]], nham: int, nspam: int,
     database = models.db.obj
     day = today() if day is None else day
     sql = _upsert_sql(database)
-    rows = [(token, h, s, day)
-            for token, (h, s) in deltas.items() if h or s]
-    negative = any(h < 0 or s < 0 for h, s in deltas.values())
+    rows = [(token, d[0], d[1], day, d[2] if len(d) > 2 else 0.0)
+            for token, d in deltas.items() if any(d)]
+    negative = any(d[0] < 0 or d[1] < 0 for d in deltas.values())
     with database.atomic():
         cursor = database.cursor()
         for start in range(0, len(rows), BATCH_ROWS):
@@ -121,7 +122,7 @@ def load(table, since_day: int | None = None) -> dict[str, int]:
     transaction as the counts, so they match them.
     """
     database = models.db.obj
-    sql = f"SELECT token, ham, spam FROM {BayesToken._meta.table_name}"
+    sql = f"SELECT token, ham, spam, weight FROM {BayesToken._meta.table_name}"
     params: tuple = ()
     if since_day is not None:
         sql += f" WHERE last_seen >= {database.param}"
@@ -136,8 +137,23 @@ def load(table, since_day: int | None = None) -> dict[str, int]:
             tokens = array("q", [r[0] for r in rows])
             hams = array("I", [r[1] for r in rows])
             spams = array("I", [r[2] for r in rows])
-            table.load(tokens, hams, spams)
+            weights = array("d", [r[3] for r in rows])
+            table.load(tokens, hams, spams, weights)
     return values
+
+
+def load_tokens(table, tokens) -> None:
+    """Fill ``table`` with the rows of the given tokens only (for small batches)."""
+    wanted = sorted(set(tokens))
+    for start in range(0, len(wanted), 500):
+        query = (BayesToken.select(BayesToken.token, BayesToken.ham, BayesToken.spam,
+                                   BayesToken.weight)
+                 .where(BayesToken.token.in_(wanted[start:start + 500])).tuples())
+        rows = list(query)
+        if rows:
+            columns = list(zip(*rows))
+            table.load(array("q", columns[0]), array("I", columns[1]),
+                       array("I", columns[2]), array("d", columns[3]))
 
 
 def counts(token: int) -> tuple[int, int]:
@@ -204,13 +220,15 @@ def dump(path) -> int:
         for key, value in meta().items():
             out.write(f"m\t{key}\t{value}\n")
         cursor = database.execute_sql(
-            f"SELECT token, ham, spam, last_seen FROM {BayesToken._meta.table_name}"
-            " ORDER BY token")
+            "SELECT token, ham, spam, last_seen, weight FROM "
+            f"{BayesToken._meta.table_name} ORDER BY token")
         while True:
             rows = cursor.fetchmany(50000)
             if not rows:
                 break
-            out.writelines(f"t\t{t}\t{h}\t{s}\t{d}\n" for t, h, s, d in rows)
+            # repr() of a float reads back to the same float.
+            out.writelines(f"t\t{t}\t{h}\t{s}\t{d}\t{w!r}\n"
+                           for t, h, s, d, w in rows)
             written += len(rows)
         for row in BayesSeen.select().tuples():
             out.write(f"s\t{row[0]}\t{int(row[1])}\t{row[2]}\n")
@@ -221,7 +239,7 @@ def dump(path) -> int:
 def restore(path) -> dict[str, int]:
     """Replace the whole store with the content of a dump file."""
     path = Path(path)
-    tokens: list[tuple[int, int, int, int]] = []
+    tokens: list[tuple] = []
     marks: list[dict] = []
     values = dict.fromkeys(META_KEYS, 0)
     try:
@@ -231,8 +249,12 @@ def restore(path) -> dict[str, int]:
                                  "line); make one with 'portcullis bayes dump'")
             for number, line in enumerate(handle, 2):
                 fields = line.rstrip("\n").split("\t")
-                if fields[0] == "t" and len(fields) == 5:
-                    tokens.append(tuple(int(f) for f in fields[1:]))
+                if fields[0] == "t" and len(fields) in (5, 6):
+                    # Dumps made before token weights have five fields.
+                    weight = float(fields[5]) if len(fields) == 6 else 0.0
+                    if weight != weight or abs(weight) == float("inf"):
+                        raise ValueError(f"weight {fields[5]} is not a number")
+                    tokens.append((*(int(f) for f in fields[1:5]), weight))
                 elif fields[0] == "m" and len(fields) == 3 and fields[1] in values:
                     values[fields[1]] = int(fields[2])
                 elif fields[0] == "s" and len(fields) == 4:
@@ -253,8 +275,8 @@ def restore(path) -> dict[str, int]:
         BayesSeen.delete().execute()
         BayesMeta.delete().where(BayesMeta.key.in_(META_KEYS)).execute()
         cursor = database.cursor()
-        sql = (f"INSERT INTO {table} (token, ham, spam, last_seen) "
-               f"VALUES ({p}, {p}, {p}, {p})")
+        sql = (f"INSERT INTO {table} (token, ham, spam, last_seen, weight) "
+               f"VALUES ({p}, {p}, {p}, {p}, {p})")
         for start in range(0, len(tokens), BATCH_ROWS):
             cursor.executemany(sql, tokens[start:start + BATCH_ROWS])
         for start in range(0, len(marks), 500):

@@ -5,6 +5,19 @@ and Maildir folders (and folders of any of them); ``learn(data, is_spam)``
 is train-on-error for one message (from the quarantine). A message is
 remembered by a digest: learning it again as the same class does nothing,
 learning it as the other class moves its counts over.
+
+Every batch also fits the logistic-regression weights: passes over the
+batch's new messages (each pass in a shuffled order, which mixes ham and
+spam) take a step for each message the weights do not already classify with
+the margin ``scorer.LR_MARGIN``, until a pass takes none or after
+``scorer.LR_PASSES`` (train until no errors, TONE). The weights start from
+the store's, so training in several batches continues one online fit.
+
+Limits: the passes see one batch at a time (``BATCH_MESSAGES``), so a
+training set much larger than a batch is fitted batch after batch rather
+than in passes over all of it; a Learner without a table of its own reads
+the whole store once, at its first write of more than ``FEW_MESSAGES``
+messages, to start from its weights.
 """
 
 from __future__ import annotations
@@ -12,21 +25,26 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
 import sys
 import time
+from array import array
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from core.message import ParsedMessage
 from core.models import BayesSeen
-from core.spam import store, tokenizer
+from core.spam import scorer, store, tokenizer
 from core.spam.tokenspec import Options
 
 log = logging.getLogger(__name__)
 
-# Messages summed in memory before one write to the store.
-BATCH_MESSAGES = 500
+# Messages summed in memory before one write to the store; each holds its
+# distinct tokens as 8-byte integers (a few thousand per message).
+BATCH_MESSAGES = 5000
 MAX_FILE = 50 * 1024 * 1024
+# Batches up to this size read only their own tokens' weights from the store.
+FEW_MESSAGES = 20
 
 
 class TrainingError(Exception):
@@ -68,19 +86,62 @@ def digest(parsed: ParsedMessage) -> str:
 class Learner:
     """Sums the counts of learned messages and writes them in batches."""
 
-    def __init__(self, opts: Options = Options(), impl=None, on_write=None):
+    def __init__(self, opts: Options = Options(), impl=None, on_write=None,
+                 table=None, compiled: bool | None = None):
         self.opts = opts
         self.impl = impl
         self.on_write = on_write  # called with (deltas, nham, nspam)
-        self.pending: list[tuple[str, bool, frozenset]] = []
+        # A callable giving the table whose weights the fit starts from and
+        # changes in place (a running filter's); None: read from the store.
+        self.table = table
+        self.bayes = scorer.implementation(compiled)
+        self.own_table = None
+        self.pending: list[tuple[str, bool, array]] = []
         self.learned = 0
         self.skipped = 0
 
     def add(self, parsed: ParsedMessage, is_spam: bool) -> None:
-        tokens = frozenset(tokenizer.tokenize(parsed, self.opts, self.impl))
+        tokens = array("q", sorted(set(
+            tokenizer.tokenize(parsed, self.opts, self.impl))))
         self.pending.append((digest(parsed), bool(is_spam), tokens))
         if len(self.pending) >= BATCH_MESSAGES:
             self.flush()
+
+    def _weights(self, messages):
+        if self.table is not None:
+            return self.table()
+        if len(messages) <= FEW_MESSAGES and self.own_table is None:
+            # One message from the quarantine: its own rows are enough.
+            table = self.bayes.CountTable(1024)
+            store.load_tokens(table, [t for _, _, tokens in messages for t in tokens])
+            return table
+        if self.own_table is None:
+            self.own_table = self.bayes.CountTable(
+                max(store.BayesToken.select().count(), 1024))
+            store.load(self.own_table)
+        return self.own_table
+
+    def fit(self, messages: list[tuple[str, bool, array]]) -> dict[int, float]:
+        """TONE passes over ``messages``; returns the weight change per token."""
+        table = self._weights(messages)
+        changed = self.bayes.CountTable(1024)
+        touched: set[int] = set()
+        tone = self.bayes.tone
+        ordered = sorted(messages, key=lambda m: m[0])
+        for number in range(scorer.LR_PASSES):
+            # A new order each pass (fixed by the pass number, so training
+            # is repeatable): an online fit does better than in one order.
+            random.Random(number).shuffle(ordered)
+            steps = 0
+            for _, is_spam, tokens in ordered:
+                if tone(table, tokens, is_spam, scorer.LR_RATE, scorer.LR_MARGIN,
+                        changed):
+                    steps += 1
+                    touched.update(tokens)
+            if not steps:
+                break
+        get = changed.get_weight
+        return {token: get(token) for token in touched}
 
     def flush(self) -> int:
         """Write what is pending; returns how many messages changed counts."""
@@ -94,9 +155,10 @@ class Learner:
                 BayesSeen.digest.in_(digests[start:start + 500]))
             known.update((row.digest, bool(row.spam)) for row in query)
 
-        deltas: dict[int, list[int]] = {}
+        deltas: dict[int, list] = {}
         nham = nspam = changed = 0
         marks: dict[str, bool] = {}
+        learned: list[tuple[str, bool, array]] = []
         for key, is_spam, tokens in batch:
             before = marks.get(key, known.get(key))
             if before is is_spam:
@@ -119,9 +181,12 @@ class Learner:
             nham += dh
             nspam += ds
             marks[key] = is_spam
+            learned.append((key, is_spam, tokens))
             changed += 1
 
         if changed:
+            for token, weight in self.fit(learned).items():
+                deltas[token].append(weight)
             store.apply(deltas, nham, nspam)
             store.mark_seen(marks)
             if self.on_write is not None:
