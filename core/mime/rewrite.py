@@ -85,6 +85,8 @@ def remove_headers(data: bytes, names: list[str] | tuple[str, ...]) -> bytes:
     read again until nothing named is left, at most ``_PASSES`` times.
     """
     patterns = [n.lower() for n in names]
+    if not _may_hold(data, patterns):
+        return data
     for _ in range(_PASSES):
         block = headers.split(data, 0, len(data), DEFAULT, top=True)
         named = zip(block.fields, block.spans, strict=True)
@@ -103,6 +105,26 @@ def remove_headers(data: bytes, names: list[str] | tuple[str, ...]) -> bytes:
         out.append(data[pos:])
         data = b"".join(out)
     return data
+
+
+def _may_hold(data: bytes, patterns: list[str]) -> bool:
+    """Whether any line of ``data`` starts with a pattern's literal prefix.
+
+    A field name starts a line, so a message in which no line starts like
+    any pattern has nothing to remove; this byte search spares most
+    messages the full header split (it was two thirds of a millisecond per
+    message in the filter workers).
+    """
+    lowered = data.lower()
+    for pattern in patterns:
+        cut = min((i for i, ch in enumerate(pattern) if ch in "*?["),
+                  default=len(pattern))
+        prefix = pattern[:cut].encode("ascii", "replace")
+        if not prefix:
+            return True
+        if lowered.startswith(prefix) or b"\n" + prefix in lowered:
+            return True
+    return False
 
 
 def normalize_newlines(data: bytes) -> bytes:
