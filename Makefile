@@ -14,6 +14,8 @@ $(STAMP): requirements.txt requirements-test.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 	$(PIP) install --quiet -r requirements.txt -r requirements-test.txt
+	# Editable: .venv/bin/portcullis runs this checkout, compiled parts included.
+	$(PIP) install --quiet --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -28,7 +30,7 @@ portcullis.conf:
 	@echo "wrote portcullis.conf from portcullis.conf.example (demo settings)"
 
 init: build portcullis.conf
-	@$(PY) -m core.cli init --if-needed
+	@$(PY) -m core.cli init --if-needed --generate-password
 
 run: init
 	$(PY) -m core.cli run

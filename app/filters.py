@@ -25,6 +25,9 @@ def visible(text: object, keep_newlines: bool = False) -> str:
             out.append(f"<U+{code:04X}>")
         elif keep_newlines and ch in "\n\t":
             out.append(ch)
+        elif ch == "\t":
+            # Folded header values keep their tab; it hides nothing.
+            out.append(" ")
         elif code < 32 or code == 127 or 0x80 <= code < 0xA0:
             out.append(f"<0x{code:02X}>")
         elif 0xD800 <= code <= 0xDFFF:

@@ -43,6 +43,9 @@ class AdminServer(BaseApplication):
             "limit_request_line": 8190,
             "limit_request_fields": 100,
             "forwarded_allow_ips": "",
+            # gunicorn's control socket would sit in $HOME, shared by every
+            # instance on the machine; nothing of ours uses it.
+            "control_socket_disable": True,
             **(options or {}),
         }
         super().__init__()

@@ -484,6 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("file")
     p.set_defaults(func=cmd_bayes)
 
+    from core.policy import commands as policy_commands
+
+    policy_commands.add_parser(sub)
+
     p = sub.add_parser("user", help="admin accounts")
     usub = p.add_subparsers(dest="action", metavar="ACTION")
     usub.required = True
@@ -531,4 +535,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Run as ``python -m core.cli``, this module is __main__; modules that
+    # import core.cli (the policy command) must get this one, or its
+    # CliError would be another class that main() does not catch.
+    sys.modules.setdefault("core.cli", sys.modules[__name__])
     sys.exit(main())

@@ -61,6 +61,47 @@ def _float(value: Any) -> float:
         raise ValueError("a number") from None
 
 
+def _nonneg_float(value: Any) -> float:
+    number = _float(value)
+    if number < 0:
+        raise ValueError("a number, 0 or more")
+    return number
+
+
+def _pos_float(value: Any) -> float:
+    number = _float(value)
+    if number <= 0:
+        raise ValueError("a number above 0")
+    return number
+
+
+def _pos_int(value: Any) -> int:
+    number = _int(value)
+    if number < 1:
+        raise ValueError("a whole number, 1 or more")
+    return number
+
+
+def _probability(value: Any) -> float:
+    number = _float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError("a probability from 0 to 1")
+    return number
+
+
+def _clamd_address(value: Any) -> str:
+    text = _str(value).strip()
+    if text.startswith("unix:") and len(text) > 5 or text.startswith("/"):
+        return text
+    try:
+        _hostport(text)
+    except ValueError:
+        raise ValueError("unix:/path/to/socket or host:port") from None
+    if not text:
+        raise ValueError("unix:/path/to/socket or host:port")
+    return text
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -200,10 +241,10 @@ SCHEMA: tuple[Key, ...] = (
     Key("long_lines", _choice("reject", "accept"), "accept",
         "Message lines over 1000 octets (RFC 5321 4.5.3.1.6): accept them "
         "unchanged, or refuse with 500 5.5.2 after the final dot."),
-    Key("greet_pause", _float, 1.0,
+    Key("greet_pause", _nonneg_float, 1.0,
         "Seconds to wait before the 220 banner; a client that talks first gets "
         "554 5.5.1 and is disconnected (trusted networks skip it); 0 is off."),
-    Key("smtp_timeout", _float, 300.0,
+    Key("smtp_timeout", _pos_float, 300.0,
         "Seconds a client may stay silent before the connection is closed."),
     Key("tls_cert", _str, "",
         "PEM certificate for STARTTLS; empty: one generated in data_dir."),
@@ -218,18 +259,18 @@ SCHEMA: tuple[Key, ...] = (
         "Next hop for outgoing mail; empty: deliver by MX lookup."),
     Key("delivery_concurrency", _nonneg_int, 20,
         "Simultaneous outbound SMTP transactions."),
-    Key("retry_initial", _float, 300.0,
+    Key("retry_initial", _pos_float, 300.0,
         "Seconds before the first retry after a 4xx."),
-    Key("retry_max", _float, 3600.0,
+    Key("retry_max", _pos_float, 3600.0,
         "Longest pause between retries (the backoff doubles up to this)."),
-    Key("queue_lifetime", _float, 5 * 86400.0,
+    Key("queue_lifetime", _pos_float, 5 * 86400.0,
         "Seconds a deferred message is retried before it bounces."),
     # Filtering.
     Key("workers", _nonneg_int, 0,
         "Filter worker processes; 0 means one per CPU core."),
-    Key("clamd", _str, "unix:/var/run/clamav/clamd.ctl",
+    Key("clamd", _clamd_address, "unix:/var/run/clamav/clamd.ctl",
         "clamd address: unix:/path/to/socket or host:port."),
-    Key("clamd_timeout", _float, 30.0,
+    Key("clamd_timeout", _pos_float, 30.0,
         "Seconds to wait for a clamd answer."),
     Key("clamd_stream_max", _nonneg_int, 25 * 1024 * 1024,
         "clamd's StreamMaxLength in bytes (its default, 25M); a stream longer "
@@ -237,7 +278,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("virus_fail_open", _bool, False,
         "Deliver unscanned mail when clamd is unreachable (default: keep it "
         "queued)."),
-    Key("filter_retry", _float, 60.0,
+    Key("filter_retry", _pos_float, 60.0,
         "Seconds before a message whose scan failed for a temporary reason "
         "(clamd unreachable) is filtered again."),
     Key("virus_scan", _bool, True,
@@ -256,9 +297,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("bayes_method", _choice("chi", "logistic", "both"), "chi",
         "How Bayes combines token evidence: chi (chi-square over counts, as "
         "SpamBayes), logistic (regression weights) or both (their mean)."),
-    Key("bayes_unsure_low", _float, 0.2,
+    Key("bayes_unsure_low", _probability, 0.2,
         "Bayes probability up to which a message is ham; above it is unsure."),
-    Key("bayes_unsure_high", _float, 0.9,
+    Key("bayes_unsure_high", _probability, 0.9,
         "Bayes probability from which a message is spam."),
     Key("bayes_min_learned", _nonneg_int, 50,
         "Ham and spam messages each that must be learned before Bayes scores."),
@@ -283,7 +324,7 @@ SCHEMA: tuple[Key, ...] = (
     # database tables policy_setting and policy_list_entry).
     Key("dns_servers", _list, (),
         "DNS servers (host, host:port or [v6]:port); empty: the system resolver."),
-    Key("dns_timeout", _float, 5.0,
+    Key("dns_timeout", _pos_float, 5.0,
         "Seconds one DNS lookup may take before it counts as a temporary error."),
     Key("policy_refresh", _float, 30.0,
         "Seconds between re-reading the policy settings and lists from the "
@@ -291,7 +332,7 @@ SCHEMA: tuple[Key, ...] = (
     # Web admin.
     Key("web_listen", _hostport, "127.0.0.1:8025",
         "Address of the web admin."),
-    Key("web_workers", _nonneg_int, 2,
+    Key("web_workers", _pos_int, 2,
         "gunicorn worker processes for the web admin."),
     Key("secret_key", _str, "",
         "Signing key for sessions and quarantine links; empty: a key "
@@ -342,6 +383,23 @@ def _parse_one(name: str, raw: Any, where: str) -> Any:
         raise ConfigError(
             f"setting {name!r} in {where} is {raw!r}; allowed: {exc}"
         ) from None
+
+
+def _check_together(values: dict[str, Any], where: str) -> None:
+    """Checks that span keys; each message names the keys and the rule."""
+    if values["bayes_unsure_low"] >= values["bayes_unsure_high"]:
+        raise ConfigError(
+            f"settings 'bayes_unsure_low' ({values['bayes_unsure_low']}) and "
+            f"'bayes_unsure_high' ({values['bayes_unsure_high']}) in {where}: "
+            "the low one must be below the high one")
+    if values["bayes_bigrams"] > 8:
+        raise ConfigError(
+            f"setting 'bayes_bigrams' in {where} is {values['bayes_bigrams']}; "
+            "allowed: a whole number from 0 to 8")
+    if values["retry_initial"] > values["retry_max"]:
+        raise ConfigError(
+            f"settings 'retry_initial' and 'retry_max' in {where}: the first "
+            "retry pause must not be longer than the longest one")
 
 
 def _derive(values: dict[str, Any]) -> dict[str, Any]:
@@ -403,6 +461,7 @@ def load(
     for name, raw in (overrides or {}).items():
         values[name] = _parse_one(name, raw, "overrides")
 
+    _check_together(values, str(path) if path else "the settings")
     return Settings(_derive(values), str(path) if path else "defaults")
 
 

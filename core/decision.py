@@ -52,7 +52,9 @@ class Context:
     def score(self) -> float:
         """Content score plus what the SMTP-time checks added."""
         spam_score = float(getattr(self.spam, "score", 0.0) or 0.0)
-        return round(spam_score + self.smtp_score, 3)
+        codes = _defect_codes(self.parsed)
+        defects = sum(p for code, (p, _) in HEADER_DEFECTS.items() if code in codes)
+        return round(spam_score + self.smtp_score + defects, 3)
 
     @property
     def tests(self) -> list[str]:
@@ -61,10 +63,25 @@ class Context:
         if self.spam is not None and not getattr(self.spam, "note", ""):
             # A note says there is no Bayes score yet (too little training).
             names.append(headers.bayes_test(getattr(self.spam, "probability", None)))
+        codes = _defect_codes(self.parsed)
+        names.extend(t for code, (_, t) in HEADER_DEFECTS.items() if code in codes)
         names.extend(self.smtp_notes)
         if self.virus is None and self.virus_error:
             names.append("VIRUS_NOT_SCANNED")
         return [name for name in names if name]
+
+
+# Header defects that make a message suspect though not unreadable, with the
+# points they add and their test name. An unparseable From defeats every
+# From-based trust decision (cases 019, 020), so it must weigh in the score.
+HEADER_DEFECTS = {
+    "invalid-from": (2.5, "PC_FROM_INVALID"),
+    "no-from": (1.0, "PC_NO_FROM"),
+}
+
+
+def _defect_codes(parsed) -> set[str]:
+    return {str(d).split(":", 1)[0] for d in (getattr(parsed, "defects", ()) or ())}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ starts, being the only one).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib
 import logging
 import multiprocessing
@@ -26,6 +27,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from core import config, db, logsetup
@@ -221,9 +223,37 @@ def banner(settings) -> str:
     ])
 
 
+def lock_data_dir(settings):
+    """Hold an exclusive lock on the data directory for this process's life.
+
+    Two gateways on one spool would each recover and deliver the other's
+    messages (double delivery); the second one must refuse to start.
+    Returns the open lock file, or None when another gateway holds it.
+    """
+    path = Path(settings.data_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    handle = open(path / "portcullis.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 def run(settings) -> int:
     """Run the whole gateway until SIGTERM/SIGINT; returns the exit status."""
     logsetup.configure(settings.log_level, settings.log_file)
+    lock = lock_data_dir(settings)
+    if lock is None:
+        print(f"portcullis: another gateway is running on data_dir "
+              f"{settings.data_dir}; stop it first (or give this one its own "
+              f"data_dir)", file=sys.stderr)
+        return 1
     database = db.open_database(settings.database_url)
     applied = db.migrate(database)
     if applied:

@@ -9,15 +9,24 @@ through that default).
 from __future__ import annotations
 
 import contextlib
+import os
 
 import dns.asyncresolver
 import dns.resolver
 import pytest
 
+from core import config
 from tests.support import dnsserver
 
 # Shared real peers as fixtures: clamd (a real daemon with EICAR signatures).
 pytest_plugins = ["tests.support.clamd"]
+
+# The admin's own ./portcullis.conf (or the appliance's) must not change what
+# the tests see: every test builds the settings it needs.
+config.CHECKOUT_CONFIG = config.Path("/nonexistent/portcullis.conf")
+config.APPLIANCE_CONFIG = config.Path("/nonexistent/portcullis.conf")
+for _name in [n for n in os.environ if n.startswith("PORTCULLIS_")]:
+    del os.environ[_name]
 
 
 def _loopback_resolver(port: int, kind=dns.resolver.Resolver):

@@ -270,3 +270,29 @@ def test_unusable_data_dir_is_one_line_not_a_traceback(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "/dev/null/data" in result.stderr
+
+
+def test_policy_checks_are_switched_on_and_listed_from_the_cli(ready, conf):
+    """SPF, DNSBL and the lists live in the database; the CLI edits them."""
+    from core.policy import store
+
+    assert run("policy", "set", "spf.enabled", "true", conf=conf).returncode == 0
+    added = run("policy", "add", "block", "sender", "*.spam.example", conf=conf)
+    assert added.returncode == 0, added.stderr
+    assert store.load()["spf.enabled"] is True
+    listed = run("policy", "list", conf=conf)
+    assert "*.spam.example" in listed.stdout
+    shown = run("policy", "show", conf=conf)
+    assert "spf.enabled = true  (changed)" in shown.stdout
+
+
+@pytest.mark.parametrize("args,words", [
+    (("policy", "set", "spf.enabled", "maybe"), "not a bool"),
+    (("policy", "set", "no.such.key", "1"), "policy show"),
+    (("policy", "remove", "99"), "policy list"),
+    (("policy", "add", "block", "sender", "/[unclosed/"), "regular expression"),
+])
+def test_policy_mistakes_say_what_to_do(ready, conf, args, words):
+    done = run(*args, conf=conf)
+    assert done.returncode == 2
+    assert words in done.stderr and "Traceback" not in done.stderr

@@ -31,3 +31,19 @@ def test_bad_value_names_key_file_and_allowed(tmp_path):
 def test_unknown_key_is_refused(tmp_path):
     with pytest.raises(config.ConfigError, match="unknown setting"):
         config.load(None, environ={"PORTCULLIS_NO_SUCH_KEY": "1"})
+
+
+@pytest.mark.parametrize("text,key", [
+    ("greet_pause = -1", "greet_pause"),
+    ('clamd = "tcp:foo"', "clamd"),
+    ("bayes_bigrams = 20", "bayes_bigrams"),
+    ("bayes_unsure_low = 0.95", "bayes_unsure_low"),
+    ("smtp_timeout = 0", "smtp_timeout"),
+    ("web_workers = 0", "web_workers"),
+])
+def test_values_out_of_range_are_refused(tmp_path, text, key):
+    conf = tmp_path / "portcullis.conf"
+    conf.write_text(text + "\n")
+    with pytest.raises(config.ConfigError) as err:
+        config.load(conf, environ={})
+    assert key in str(err.value) and str(conf) in str(err.value)

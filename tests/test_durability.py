@@ -150,3 +150,26 @@ def test_sweep_puts_back_what_a_dead_worker_left(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "ORPHAN_AGE", -1.0)
     runner.Supervisor(settings).sweep()
     assert spool.list("incoming") == [env.qid]
+
+
+def test_second_gateway_on_one_data_dir_refuses_to_start(tmp_path):
+    """Two gateways on one spool would recover and deliver each other's mail."""
+    import subprocess
+    import sys
+
+    from core import config
+    from core.runner import lock_data_dir
+
+    settings = config.load(environ={}, overrides={"data_dir": str(tmp_path)})
+    held = lock_data_dir(settings)
+    assert held is not None
+    conf = tmp_path / "portcullis.conf"
+    conf.write_text(f'data_dir = "{tmp_path}"\nweb_listen = ""\n'
+                    'smtp_listen_in = "127.0.0.1:1"\n')
+    env = {"PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "core.runner", "--config", str(conf)],
+                          capture_output=True, text=True, timeout=60, env=env,
+                          cwd=str(config.Path(__file__).resolve().parents[1]))
+    held.close()
+    assert done.returncode == 1
+    assert "another gateway is running" in done.stderr

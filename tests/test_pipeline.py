@@ -242,3 +242,22 @@ def test_clamd_down_fail_open_delivers(settings, tmp_path):
 
 
 # endregion
+
+
+@pytest.mark.case("019-from-paren-confusion")
+@pytest.mark.parametrize("number", ["019", "020"])
+def test_unparseable_from_is_flagged_in_the_score(settings, number):
+    """Cases 019/020: a From no strict parser accepts must not pass as clean.
+
+    The message was relayed with score 0: nothing looked at the invalid-from
+    defect the MIME layer reported.
+    """
+    from core import mime
+
+    parsed = mime.parse((paths.case(number) / "input.eml").read_bytes())
+    env = Envelope(qid=new_qid(), sender="s@example.net", recipients=["u@example.com"])
+    ctx = decision.Context.build(settings, env, parsed)
+    result = decision.decide(ctx)
+    assert "PC_FROM_INVALID" in ctx.tests
+    assert result.score >= 2.5
+    assert parsed.from_addresses == [] or "example.com" not in parsed.from_addresses

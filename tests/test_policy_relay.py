@@ -41,3 +41,22 @@ def test_relay_probe_refused(gateway, sender, rcpt):
     finally:
         client.close()
     assert code != 250 and code >= 400, f"RCPT TO:<{rcpt}> got {code} {text}"
+
+
+@pytest.mark.case("013-quoted-local-part-roundtrip")
+@pytest.mark.parametrize("rcpt", ['"a@b"@example.com', '"john smith"@example.com',
+                                  '"local>part"@example.com'])
+def test_quoted_mailboxes_are_not_routing(gateway, rcpt):
+    """Case 013: a quoted local part that names no host is a mailbox.
+
+    The routing check first refused every local part holding an '@', so the
+    valid ``"a@b"@example.com`` of case 013 got 550 through the real policy.
+    """
+    client = gateway.client("192.0.2.10")
+    try:
+        client.cmd("EHLO client.example.net")
+        assert client.cmd("MAIL FROM:<sender@example.net>")[0] == 250
+        code, text = client.cmd(f"RCPT TO:<{rcpt}>")
+    finally:
+        client.close()
+    assert code == 250, f"RCPT TO:<{rcpt}> got {code} {text}"

@@ -191,7 +191,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("clamd is not installed: apt-get install clamav-daemon")
     folder = Path(args.dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    daemon = Clamd(program, folder)
+    # The gateway's clamd_stream_max default is clamd's own default (25 MiB):
+    # the two must agree, or a large message cannot be scanned.
+    daemon = Clamd(program, folder, stream_max=25 * 1024 * 1024)
     daemon.start()
     print(f"clamd ready: unix:{daemon.unix_socket} and "
           f"{daemon.tcp_setting}; Ctrl-C stops it", flush=True)
