@@ -261,3 +261,20 @@ def test_unparseable_from_is_flagged_in_the_score(settings, number):
     assert "PC_FROM_INVALID" in ctx.tests
     assert result.score >= 2.5
     assert parsed.from_addresses == [] or "example.com" not in parsed.from_addresses
+
+
+def test_welcome_listed_spam_is_relayed_but_a_virus_is_not(settings):
+    """A welcome-list hit at SMTP time skips the spam quarantine, nothing else."""
+    from types import SimpleNamespace
+
+    spam = SimpleNamespace(score=9.0, probability=1.0, note="")
+    virus = SimpleNamespace(infected=True, name="Eicar-Test-Signature")
+    env = Envelope(qid=new_qid(), sender="boss@example.net",
+                   recipients=["u@example.com"], smtp_notes=["welcome_list=sender"])
+    parsed = ParsedMessage()
+
+    relayed = decision.decide(decision.Context.build(settings, env, parsed, spam=spam))
+    held = decision.decide(decision.Context.build(settings, env, parsed, virus=virus,
+                                                  spam=spam))
+    assert relayed.action == "relay"
+    assert held.action == "quarantine" and held.kind == "virus"
