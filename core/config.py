@@ -263,7 +263,7 @@ SCHEMA: tuple[Key, ...] = (
         "Seconds before the first retry after a 4xx."),
     Key("retry_max", _pos_float, 3600.0,
         "Longest pause between retries (the backoff doubles up to this)."),
-    Key("queue_lifetime", _pos_float, 5 * 86400.0,
+    Key("queue_lifetime", _nonneg_float, 5 * 86400.0,
         "Seconds a deferred message is retried before it bounces."),
     # Filtering.
     Key("workers", _nonneg_int, 0,
