@@ -141,17 +141,13 @@ def test_lookups_are_cached_and_bounded(zones, tmp_path):
     assert len(zones.queries) == before + 3
 
 
-def test_a_dead_resolver_costs_one_timeout_then_is_skipped(tmp_path, monkeypatch):
-    import dns.resolver
+def test_a_dead_resolver_costs_one_timeout_then_is_skipped(tmp_path, monkeypatch,
+                                                          dns_zone):
     import time
 
-    from tests.support.system import free_port
-
-    dead = dns.resolver.Resolver(configure=False)
-    dead.nameservers = ["127.0.0.1"]
-    dead.port = free_port()  # nothing listens there (UDP answers nobody)
-    dead.cache = None
-    monkeypatch.setattr(dns.resolver, "default_resolver", dead)
+    # The loopback server answers nothing at all for these names.
+    dns_zone("\n".join(f"example{i}.com.down.uribl.test. TIMEOUT -"
+                       for i in range(10)))
     monkeypatch.setattr(uribl, "LOOKUP_SECONDS", 0.3)
     uribl.CACHE.clear()
     blocklist = uribl.UriBlocklist(settings_with(

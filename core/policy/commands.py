@@ -12,7 +12,8 @@ from core.policy import store
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("policy", help="SMTP-time checks: SPF, DNSBL, greylisting, lists")
+    p = sub.add_parser(
+        "policy", help="SMTP-time checks: SPF, DNSBL, greylisting, lists")
     psub = p.add_subparsers(dest="action", metavar="ACTION")
     psub.required = True
     psub.add_parser("show", help="every policy setting, its value and meaning")
