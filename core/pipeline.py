@@ -464,6 +464,9 @@ class FilterWorker:
         def logged() -> None:
             log.warning("%s event=filter_deferred retry_in=%.0f reason=%s", env.qid,
                         self.settings.filter_retry, scrub(reason))
+            # The tracking center and the dashboard's Deferred count show why
+            # the message has not moved, instead of a bare "queued".
+            tracking.deferred(env.qid, f"not filtered yet: {reason}")
 
         # Replace the claimed copy in place, then rename it back: a copy
         # written straight into incoming could be claimed by another worker

@@ -69,6 +69,7 @@ _SQL = {
         " filtered_at = {p} WHERE qid = {p}"
     ),
     "status": "UPDATE message SET status = {p} WHERE qid = {p}",
+    "detail": "UPDATE message SET detail = {p} WHERE qid = {p}",
     "status_done": "UPDATE message SET status = {p}, done_at = {p} WHERE qid = {p}",
     "rcpt_status": (
         "UPDATE recipient SET status = {p}, reply = {p}, updated_at = {p},"
@@ -219,6 +220,12 @@ def status(qid: str, status: str, done: bool = False) -> None:
         _submit("status_done", (status, utcnow(), qid))
     else:
         _submit("status", (status, qid))
+
+
+def deferred(qid: str, reason: str) -> None:
+    """Held back before filtering (a scanner down): visible as deferred."""
+    status(qid, "deferred")
+    _submit("detail", (_clip(reason, 4000), qid))
 
 
 def recipient_status(qid: str, address: str, status: str, reply: str = "",

@@ -225,6 +225,9 @@ def test_clamd_down_keeps_mail_queued(settings, tmp_path):
     assert worker.spool.list("incoming") == [env.qid]
     back, _data = worker.spool.read("incoming", env.qid)
     assert back.next_attempt > time.time() + 20
+    tracking.flush()
+    row = Message.get(Message.qid == env.qid)
+    assert row.status == "deferred" and "not filtered yet" in row.detail
 
 
 # core/filters/virus.py leaves its socket open when clamd refuses the
