@@ -20,6 +20,27 @@ cdef inline Py_ssize_t _hash_slot(int64_t token, Py_ssize_t mask) noexcept nogil
     return <Py_ssize_t>((x ^ (x >> 32)) & <unsigned long long>mask)
 
 
+cdef inline bint _first_sighting(int64_t *seen, Py_ssize_t mask,
+                                 int64_t token) noexcept nogil:
+    # Open-addressed set of the tokens met so far in one message: a token
+    # repeated in a message is one piece of evidence, not several.
+    cdef Py_ssize_t slot = _hash_slot(token, mask)
+    while seen[slot] != 0 and seen[slot] != token:
+        slot = (slot + 1) & mask
+    if seen[slot] == token:
+        return False
+    seen[slot] = token
+    return True
+
+
+cdef Py_ssize_t _seen_size(Py_ssize_t n) noexcept nogil:
+    # A power of two at least twice the token count keeps probing short.
+    cdef Py_ssize_t size = 16
+    while size < n * 2:
+        size *= 2
+    return size
+
+
 cdef class CountTable:
     """Ham and spam counts per token hash (0 is never a token)."""
 
@@ -186,7 +207,7 @@ def score(CountTable table, const long long[::1] tokens, long nham, long nspam,
     Repeated tokens count once. Needs nham > 0 and nspam > 0.
     """
     cdef Py_ssize_t n = tokens.shape[0]
-    cdef Py_ssize_t size = 16
+    cdef Py_ssize_t size
     cdef Py_ssize_t k, slot, count = 0, used
     cdef int64_t token
     cdef int64_t *seen = NULL
@@ -198,8 +219,7 @@ def score(CountTable table, const long long[::1] tokens, long nham, long nspam,
     cdef uint32_t ham, spam
     if nham <= 0 or nspam <= 0:
         raise ValueError("scoring needs ham and spam training")
-    while size < n * 2:
-        size *= 2
+    size = _seen_size(n)
     seen = <int64_t *>calloc(size, sizeof(int64_t))
     clues = <_ClueC *>malloc((n + 1) * sizeof(_ClueC))
     if seen == NULL or clues == NULL:
@@ -212,12 +232,8 @@ def score(CountTable table, const long long[::1] tokens, long nham, long nspam,
                 token = tokens[k]
                 if token == 0:
                     continue
-                slot = _hash_slot(token, size - 1)
-                while seen[slot] != 0 and seen[slot] != token:
-                    slot = (slot + 1) & (size - 1)
-                if seen[slot] == token:
+                if not _first_sighting(seen, size - 1, token):
                     continue
-                seen[slot] = token
 
                 slot = table._slot(token)
                 if table.keys[slot] == 0:
@@ -276,15 +292,14 @@ def logistic(CountTable table, const long long[::1] tokens, Py_ssize_t explain):
     the sum of the weights goes through the logistic function.
     """
     cdef Py_ssize_t n = tokens.shape[0]
-    cdef Py_ssize_t size = 16
+    cdef Py_ssize_t size
     cdef Py_ssize_t k, slot, count = 0
     cdef int64_t token
     cdef int64_t *seen = NULL
     cdef _ClueC *clues = NULL
     cdef double z = 0.0
     cdef double w, prob
-    while size < n * 2:
-        size *= 2
+    size = _seen_size(n)
     seen = <int64_t *>calloc(size, sizeof(int64_t))
     clues = <_ClueC *>malloc((n + 1) * sizeof(_ClueC))
     if seen == NULL or clues == NULL:
@@ -297,12 +312,8 @@ def logistic(CountTable table, const long long[::1] tokens, Py_ssize_t explain):
                 token = tokens[k]
                 if token == 0:
                     continue
-                slot = _hash_slot(token, size - 1)
-                while seen[slot] != 0 and seen[slot] != token:
-                    slot = (slot + 1) & (size - 1)
-                if seen[slot] == token:
+                if not _first_sighting(seen, size - 1, token):
                     continue
-                seen[slot] = token
 
                 slot = table._slot(token)
                 if table.keys[slot] == 0:
