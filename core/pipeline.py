@@ -39,7 +39,7 @@ from core import decision as decision_mod
 from core import tracking
 from core.logsetup import scrub
 from core.message import ParsedMessage
-from core.spool import Envelope, Spool
+from core.spool import Envelope, Spool, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -174,14 +174,6 @@ class _Analysers:
 # endregion
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @dataclasses.dataclass
 class _Pending:
     """A new copy of one message, and what to do once it is durable."""
@@ -227,7 +219,7 @@ class _Batch:
             os.replace(tmp, item.target)
         if self.spool.fsync:
             for directory in {item.target.parent for item in self.items}:
-                _fsync_dir(directory)
+                fsync_dir(directory)
         for item in self.items:
             if item.then is not None:
                 os.rename(item.target, item.then)

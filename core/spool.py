@@ -93,7 +93,8 @@ class SpoolError(Exception):
     pass
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -136,7 +137,7 @@ class Spool:
     def _install(self, tmp: Path, target: Path) -> None:
         os.replace(tmp, target)
         if self.fsync:
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
 
     def store_new(self, envelope: Envelope, data: bytes) -> Path:
         """Put an accepted message into ``incoming``; durable when it returns.
@@ -209,7 +210,7 @@ class Spool:
         except FileNotFoundError:
             return
         if self.fsync:
-            _fsync_dir(self.root / state)
+            fsync_dir(self.root / state)
 
     def remove_quarantine(self, qid: str) -> None:
         try:
