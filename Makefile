@@ -15,7 +15,8 @@ $(STAMP): requirements.txt requirements-test.txt setup.py
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 	$(PIP) install --quiet -r requirements.txt -r requirements-test.txt
 	# Editable: .venv/bin/portcullis runs this checkout, compiled parts included.
-	$(PIP) install --quiet --no-build-isolation --no-deps -e .
+	# (setuptools warns at length that an editable install is editable.)
+	PYTHONWARNINGS=ignore $(PIP) install --quiet --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 
 venv: $(STAMP)

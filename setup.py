@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import Extension, find_packages, setup
+from setuptools import Extension, find_namespace_packages, setup
 
 # One place for compiler directives, for every module in core/fast.
 DIRECTIVES = {
@@ -37,7 +37,8 @@ setup(
     version="0.1.0",
     description="Email security gateway: SMTP proxy, spam and virus filter",
     python_requires=">=3.11",
-    packages=find_packages(include=["core", "core.*", "app", "app.*"]),
+    # Namespace packages too, so that app/templates and app/static ship.
+    packages=find_namespace_packages(include=["core", "core.*", "app", "app.*"]),
     package_data={"app": ["templates/**/*", "static/**/*"]},
     include_package_data=True,
     ext_modules=extensions(),

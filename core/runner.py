@@ -245,6 +245,20 @@ def lock_data_dir(settings):
     return handle
 
 
+def _check_clamd(settings) -> None:
+    # Mail still flows into the queue without clamd; say so once, at start,
+    # rather than only when the first message is held back.
+    if not settings.virus_scan:
+        return
+    from core.filters.virus import ScannerUnavailable, VirusScanner
+
+    try:
+        VirusScanner(settings).ping()
+    except ScannerUnavailable as exc:
+        log.warning("event=clamd_unreachable reason=%s action=mail_stays_queued "
+                    "fail_open=%s", logsetup.scrub(exc), settings.virus_fail_open)
+
+
 def run(settings) -> int:
     """Run the whole gateway until SIGTERM/SIGINT; returns the exit status."""
     logsetup.configure(settings.log_level, settings.log_file)
@@ -260,6 +274,7 @@ def run(settings) -> int:
         log.info("event=migrated scripts=%s", ",".join(applied))
     database.close()
 
+    _check_clamd(settings)
     counts = Spool(settings.data_dir).recover()
     log.info("event=recovered %s", " ".join(f"{k}={v}" for k, v in counts.items()))
     print(banner(settings), flush=True)
