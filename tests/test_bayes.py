@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import mailbox
 import random
 from array import array
@@ -85,6 +86,40 @@ def test_scorer_twins_agree(compiled_bayes):
             args = (30, 25, 0.45, 0.5, 0.1, max_clues, 12)
             assert compiled_bayes.score(fast, sample, *args) == \
                 bayes_py.score(slow, sample, *args)
+
+
+def test_strongest_clues_come_first_whether_or_not_all_are_used(compiled_bayes):
+    tokens = array("q", range(1, 41))
+    for impl in (compiled_bayes, bayes_py):
+        table = impl.CountTable()
+        for token in tokens:
+            table.put(token, token % 7, 30 - token % 11)
+        for max_clues in (400, 10):
+            _, used, top = impl.score(table, tokens, 50, 50, 0.45, 0.5, 0.1,
+                                      max_clues, 5)
+            strength = [abs(f - 0.5) for _, f in top]
+            assert len(top) == 5 and strength == sorted(strength, reverse=True)
+            assert used == 10 or max_clues == 400
+        assert impl.score(table, tokens, 50, 50, 0.45, 0.5, 0.1, 400, 0)[2] == []
+
+
+def test_split_averages_the_log_odds_of_header_and_body(compiled_bayes):
+    for impl in (compiled_bayes, bayes_py):
+        flt = scorer.Scorer(impl is compiled_bayes, "split")
+        flt.nham = flt.nspam = 10
+        for token in (1, 2, 3):
+            flt.table.put(token, 0, 10)  # spam words
+        flt.table.put(9, 10, 0)  # a ham sender
+        body = array("q", [1, 2, 3])
+        body_prob = flt.chi(body)[0]
+        # No header clue: the header's voice is 0.5 (log-odds 0).
+        prob, used, top = flt.probability((array("q", [77]), body), 2)
+        odds = math.log(body_prob / (1 - body_prob)) / 2
+        assert prob == pytest.approx(1 / (1 + math.exp(-odds))) and used == 3
+        assert len(top) == 2 and top[0][1] > 0.9
+        # A ham header pulls the message back even against a sure body.
+        mixed = flt.probability((array("q", [9]), body))[0]
+        assert mixed < prob and 0.0 < mixed < 1.0
 
 
 def test_count_table_load_and_get(compiled_bayes):
@@ -235,7 +270,7 @@ def test_expire_drops_old_rare_tokens(database, settings):
     assert store.meta()["epoch"] == 1
 
 
-@pytest.mark.parametrize("method", ["chi", "logistic", "both"])
+@pytest.mark.parametrize("method", ["split", "chi", "logistic", "both"])
 def test_filter_classifies_and_explains(database, settings, method):
     learner = training.Learner(tokenizer.options(settings))
     for parsed in HAM + SPAM:
@@ -253,7 +288,21 @@ def test_filter_classifies_and_explains(database, settings, method):
     assert any("viagra" in name for name in names)
 
 
-@pytest.mark.parametrize("method", ["chi", "logistic", "both"])
+def test_explaining_names_each_strong_token_once(database, settings):
+    for parsed in HAM + SPAM:
+        training.learn(parsed, parsed in SPAM, settings)
+    flt = SpamFilter(settings)
+    probe = message("cheap pills", "buy cheap viagra now, claim the prize")
+    first = flt.check(probe)
+    # The names found by the naming pass are kept, so the next message with
+    # the same strong tokens needs no naming pass.
+    assert {name for name, _ in first.tokens} <= set(flt._names.values())
+    assert flt.check(probe).tokens == first.tokens
+    assert SpamFilter(settings).check(probe).tokens == first.tokens
+    assert flt.check(probe, explain=False).tokens == []
+
+
+@pytest.mark.parametrize("method", ["split", "chi", "logistic", "both"])
 def test_twin_filter_gives_the_same_result(database, settings, compiled_bayes, method):
     for parsed in HAM + SPAM:
         training.learn(parsed, parsed in SPAM, settings)

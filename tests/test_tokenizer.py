@@ -107,10 +107,11 @@ def _assert_same(compiled, segments, opts=ts.Options()):
     fast = compiled.hash_segments(segments, opts)
     slow = tokenize_py.hash_segments(segments, opts)
     assert list(fast) == list(slow)
-    wanted = set(list(slow)[::3]) | {12345}
-    _, fast_names = compiled.hash_segments(segments, opts, wanted)
-    _, slow_names = tokenize_py.hash_segments(segments, opts, wanted)
-    assert fast_names == slow_names
+    # Many wanted hashes are looked up in the set, up to 32 in a C array.
+    for wanted in (set(list(slow)[::3]) | {12345}, set(list(slow)[-20:]) | {12345}):
+        _, fast_names = compiled.hash_segments(segments, opts, wanted)
+        _, slow_names = tokenize_py.hash_segments(segments, opts, wanted)
+        assert fast_names == slow_names
     return list(fast)
 
 
@@ -193,6 +194,28 @@ def test_html_tags_entities_scripts_and_link_targets():
     assert not any("evil" in n for n in names)
 
 
+def test_wanted_values_that_are_no_hashes_match_nothing(compiled):
+    segments = [(b"", b"hello world", ts.WORDS)]
+    hashes = list(compiled.hash_segments(segments))
+    for impl in (compiled, tokenize_py):
+        assert impl.hash_segments(segments, wanted={2**70, "x"})[1] == {}
+        _, names = impl.hash_segments(segments, wanted={hashes[0], 2**70})
+        assert names == {hashes[0]: "hello"}
+
+
+def test_received_words_are_remembered_within_a_bound(monkeypatch):
+    monkeypatch.setattr(features, "_HOP_WORDS", {})
+    monkeypatch.setattr(features, "MAX_HOP_WORDS", 5)
+    hop = ("from a%d.example.net (a%d.example.net [192.0.2.%d]) by gw.example.com; "
+           "Thu, 1 Jan 2026")
+    for i in range(10):
+        out: list = []
+        features._received(hop % (i, i, i), out)
+        assert (b"rcvd:host:", b"a%d.example.net" % i, ts.LITERAL) in out
+        assert (b"rcvd:ip24:", b"192.0.2", ts.LITERAL) in out
+    assert len(features._HOP_WORDS) == 5
+
+
 def test_prefix_is_on_every_token():
     names = words("Hello there", prefix=b"subject:")
     assert names == ["subject:hello", "subject:there", "subject:hello ~1 there"]
@@ -214,6 +237,24 @@ def test_headers_come_before_body_under_the_cap():
     assert len(hashes) == 50
     found = tokenizer.names(parsed, set(hashes), opts)
     assert "subject:unique" in found.values()
+
+
+def test_header_and_body_hashed_apart_give_the_message_tokens(compiled):
+    import dataclasses
+
+    parsed = ParsedMessage(headers=[("Subject", "some subject words"),
+                                    ("From", "a@example.net")],
+                           parts=[Part(path="", content_type="text/plain",
+                                       text="body words " * 50)])
+    for cap in (12000, 60, 5):
+        opts = ts.Options(max_tokens=cap)
+        head, body = features.parts(parsed)
+        assert head + body == features.segments(parsed)
+        for impl in (compiled, tokenize_py):
+            first = impl.hash_segments(head, opts)
+            rest = dataclasses.replace(opts, max_tokens=max(cap - len(first), 0))
+            assert (list(first) + list(impl.hash_segments(body, rest))
+                    == list(tokenizer.tokenize(parsed, opts, impl)))
 
 
 def test_features_of_a_message():

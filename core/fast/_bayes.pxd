@@ -5,6 +5,15 @@
 from libc.stdint cimport int64_t, uint32_t
 
 
+cdef struct _EntryC:
+    # One slot: a token's counts and weight side by side, so a lookup
+    # touches one cache line (the table is far bigger than the caches).
+    int64_t key
+    uint32_t ham
+    uint32_t spam
+    double weight
+
+
 cdef struct _ClueC:
     double distance
     double prob
@@ -12,10 +21,7 @@ cdef struct _ClueC:
 
 
 cdef class CountTable:
-    cdef int64_t *keys
-    cdef uint32_t *ham
-    cdef uint32_t *spam
-    cdef double *weight
+    cdef _EntryC *slots
     cdef Py_ssize_t mask
     cdef Py_ssize_t used
 

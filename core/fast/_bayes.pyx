@@ -11,7 +11,6 @@ same floats.
 from libc.math cimport exp, fabs, log
 from libc.stdint cimport int64_t, uint32_t
 from libc.stdlib cimport calloc, free, malloc, qsort
-from libc.string cimport memset
 
 
 cdef inline Py_ssize_t _hash_slot(int64_t token, Py_ssize_t mask) noexcept nogil:
@@ -45,63 +44,38 @@ cdef class CountTable:
     """Ham and spam counts per token hash (0 is never a token)."""
 
     def __cinit__(self, Py_ssize_t capacity=1024):
-        self.keys = NULL
-        self.ham = NULL
-        self.spam = NULL
-        self.weight = NULL
+        self.slots = NULL
         self.used = 0
         self.mask = 0
         self._grow(capacity)
 
     def __dealloc__(self):
-        free(self.keys)
-        free(self.ham)
-        free(self.spam)
-        free(self.weight)
+        free(self.slots)
 
     cdef int _grow(self, Py_ssize_t wanted) except -1:
         cdef Py_ssize_t size = 16
         cdef Py_ssize_t k
-        cdef Py_ssize_t old_size = self.mask + 1 if self.keys != NULL else 0
-        cdef int64_t *old_keys = self.keys
-        cdef uint32_t *old_ham = self.ham
-        cdef uint32_t *old_spam = self.spam
-        cdef double *old_weight = self.weight
-        cdef Py_ssize_t slot
+        cdef Py_ssize_t old_size = self.mask + 1 if self.slots != NULL else 0
+        cdef _EntryC *old = self.slots
+        cdef _EntryC *fresh
         while size < wanted * 2:
             size *= 2
-        self.keys = <int64_t *>calloc(size, sizeof(int64_t))
-        self.ham = <uint32_t *>calloc(size, sizeof(uint32_t))
-        self.spam = <uint32_t *>calloc(size, sizeof(uint32_t))
-        self.weight = <double *>calloc(size, sizeof(double))
-        if (self.keys == NULL or self.ham == NULL or self.spam == NULL
-                or self.weight == NULL):
-            free(self.keys)
-            free(self.ham)
-            free(self.spam)
-            free(self.weight)
-            self.keys, self.ham, self.spam = old_keys, old_ham, old_spam
-            self.weight = old_weight
+        fresh = <_EntryC *>calloc(size, sizeof(_EntryC))
+        if fresh == NULL:
             raise MemoryError()
+        self.slots = fresh
         self.mask = size - 1
         self.used = 0
         for k in range(old_size):
-            if old_keys[k] != 0:
-                slot = self._slot(old_keys[k])
-                self.keys[slot] = old_keys[k]
-                self.ham[slot] = old_ham[k]
-                self.spam[slot] = old_spam[k]
-                self.weight[slot] = old_weight[k]
+            if old[k].key != 0:
+                self.slots[self._slot(old[k].key)] = old[k]
                 self.used += 1
-        free(old_keys)
-        free(old_ham)
-        free(old_spam)
-        free(old_weight)
+        free(old)
         return 0
 
     cdef Py_ssize_t _slot(self, int64_t token) noexcept nogil:
         cdef Py_ssize_t slot = _hash_slot(token, self.mask)
-        while self.keys[slot] != 0 and self.keys[slot] != token:
+        while self.slots[slot].key != 0 and self.slots[slot].key != token:
             slot = (slot + 1) & self.mask
         return slot
 
@@ -113,15 +87,15 @@ cdef class CountTable:
         if (self.used + 1) * 2 > self.mask + 1:
             self._grow(self.used + 1)
         slot = self._slot(token)
-        if self.keys[slot] == 0:
-            self.keys[slot] = token
+        if self.slots[slot].key == 0:
+            self.slots[slot].key = token
             self.used += 1
         return slot
 
     cdef int _put(self, int64_t token, uint32_t ham, uint32_t spam) except -1:
         cdef Py_ssize_t slot = self._insert(token)
-        self.ham[slot] = ham
-        self.spam[slot] = spam
+        self.slots[slot].ham = ham
+        self.slots[slot].spam = spam
         return 0
 
     def __len__(self):
@@ -133,7 +107,7 @@ cdef class CountTable:
 
     def put_weight(self, int64_t token, double weight):
         """Set the logistic weight of one token."""
-        self.weight[self._insert(token)] = weight
+        self.slots[self._insert(token)].weight = weight
 
     def load(self, const long long[::1] tokens, const unsigned int[::1] ham,
              const unsigned int[::1] spam, const double[::1] weight=None):
@@ -148,23 +122,23 @@ cdef class CountTable:
         for k in range(tokens.shape[0]):
             self._put(tokens[k], ham[k], spam[k])
             if weight is not None:
-                self.weight[self._slot(tokens[k])] = weight[k]
+                self.slots[self._slot(tokens[k])].weight = weight[k]
 
     def get_weight(self, int64_t token):
         """The logistic weight of a token, 0.0 when unknown."""
         if token == 0:
             return 0.0
         cdef Py_ssize_t slot = self._slot(token)
-        return self.weight[slot] if self.keys[slot] != 0 else 0.0
+        return self.slots[slot].weight if self.slots[slot].key != 0 else 0.0
 
     def get(self, int64_t token):
         """(ham, spam) counts of a token, (0, 0) when unknown."""
         if token == 0:
             return (0, 0)
         cdef Py_ssize_t slot = self._slot(token)
-        if self.keys[slot] == 0:
+        if self.slots[slot].key == 0:
             return (0, 0)
-        return (self.ham[slot], self.spam[slot])
+        return (self.slots[slot].ham, self.slots[slot].spam)
 
 
 cdef double _chi2q(double x2, Py_ssize_t v) noexcept nogil:
@@ -199,6 +173,47 @@ cdef int _by_strength(const void *a, const void *b) noexcept nogil:
     return 0
 
 
+cdef Py_ssize_t _pick_strongest(const _ClueC *clues, Py_ssize_t count, _ClueC *best,
+                                Py_ssize_t want) noexcept nogil:
+    # The ``want`` strongest clues into best, strongest first: insertion into
+    # a short sorted run, cheaper than sorting every clue to name ten.
+    cdef Py_ssize_t k, j
+    cdef Py_ssize_t filled = 0
+    if want <= 0:
+        return 0
+    for k in range(count):
+        if filled == want and _by_strength(&clues[k], &best[filled - 1]) >= 0:
+            continue
+        j = filled if filled < want else want - 1
+        while j > 0 and _by_strength(&clues[k], &best[j - 1]) < 0:
+            best[j] = best[j - 1]
+            j -= 1
+        best[j] = clues[k]
+        if filled < want:
+            filled += 1
+    return filled
+
+
+cdef list _top(const _ClueC *clues, Py_ssize_t count, Py_ssize_t explain,
+               bint ordered):
+    """[(token, prob)] of the ``explain`` strongest of ``count`` clues."""
+    cdef Py_ssize_t k, found
+    cdef Py_ssize_t want = explain if explain < count else count
+    cdef _ClueC *best
+    if want <= 0:
+        return []
+    if ordered:
+        return [(clues[k].token, clues[k].prob) for k in range(want)]
+    best = <_ClueC *>malloc(want * sizeof(_ClueC))
+    if best == NULL:
+        raise MemoryError()
+    try:
+        found = _pick_strongest(clues, count, best, want)
+        return [(best[k].token, best[k].prob) for k in range(found)]
+    finally:
+        free(best)
+
+
 def score(CountTable table, const long long[::1] tokens, long nham, long nspam,
           double strength, double unknown, double min_distance,
           Py_ssize_t max_clues, Py_ssize_t explain):
@@ -208,8 +223,9 @@ def score(CountTable table, const long long[::1] tokens, long nham, long nspam,
     """
     cdef Py_ssize_t n = tokens.shape[0]
     cdef Py_ssize_t size
-    cdef Py_ssize_t k, slot, count = 0, used
+    cdef Py_ssize_t k, count = 0, used
     cdef int64_t token
+    cdef _EntryC *entry
     cdef int64_t *seen = NULL
     cdef _ClueC *clues = NULL
     cdef double hamratio, spamratio, prob, total, f
@@ -217,6 +233,7 @@ def score(CountTable table, const long long[::1] tokens, long nham, long nspam,
     cdef double ham_log = 0.0
     cdef double s_stat, h_stat
     cdef uint32_t ham, spam
+    cdef bint ordered
     if nham <= 0 or nspam <= 0:
         raise ValueError("scoring needs ham and spam training")
     size = _seen_size(n)
@@ -235,11 +252,11 @@ def score(CountTable table, const long long[::1] tokens, long nham, long nspam,
                 if not _first_sighting(seen, size - 1, token):
                     continue
 
-                slot = table._slot(token)
-                if table.keys[slot] == 0:
+                entry = &table.slots[table._slot(token)]
+                if entry.key == 0:
                     continue
-                ham = table.ham[slot]
-                spam = table.spam[slot]
+                ham = entry.ham
+                spam = entry.spam
                 if ham > nham:
                     ham = nham
                 if spam > nspam:
@@ -258,8 +275,12 @@ def score(CountTable table, const long long[::1] tokens, long nham, long nspam,
                 clues[count].token = token
                 count += 1
 
-            qsort(clues, count, sizeof(_ClueC), _by_strength)
-            used = count if count < max_clues else max_clues
+            # Sorted only when some clues must be left out; all of them
+            # are combined in the order met otherwise (as the twin does).
+            ordered = count > max_clues
+            if ordered:
+                qsort(clues, count, sizeof(_ClueC), _by_strength)
+            used = max_clues if ordered else count
             for k in range(used):
                 spam_log += log(1.0 - clues[k].prob)
                 ham_log += log(clues[k].prob)
@@ -269,8 +290,7 @@ def score(CountTable table, const long long[::1] tokens, long nham, long nspam,
             s_stat = 1.0 - _chi2q(-2.0 * spam_log, 2 * used)
             h_stat = 1.0 - _chi2q(-2.0 * ham_log, 2 * used)
             prob = (s_stat - h_stat + 1.0) / 2.0
-        top = [(clues[k].token, clues[k].prob) for k in range(min(explain, used))]
-        return prob, used, top
+        return prob, used, _top(clues, used, explain, ordered)
     finally:
         free(seen)
         free(clues)
@@ -293,8 +313,9 @@ def logistic(CountTable table, const long long[::1] tokens, Py_ssize_t explain):
     """
     cdef Py_ssize_t n = tokens.shape[0]
     cdef Py_ssize_t size
-    cdef Py_ssize_t k, slot, count = 0
+    cdef Py_ssize_t k, count = 0
     cdef int64_t token
+    cdef _EntryC *entry
     cdef int64_t *seen = NULL
     cdef _ClueC *clues = NULL
     cdef double z = 0.0
@@ -315,10 +336,10 @@ def logistic(CountTable table, const long long[::1] tokens, Py_ssize_t explain):
                 if not _first_sighting(seen, size - 1, token):
                     continue
 
-                slot = table._slot(token)
-                if table.keys[slot] == 0:
+                entry = &table.slots[table._slot(token)]
+                if entry.key == 0:
                     continue
-                w = table.weight[slot]
+                w = entry.weight
                 if w == 0.0:
                     continue
                 z += w
@@ -327,11 +348,8 @@ def logistic(CountTable table, const long long[::1] tokens, Py_ssize_t explain):
                 clues[count].token = token
                 count += 1
             prob = _sigmoid(z)
-            if explain > 0:
-                # Largest |weight| first, as _by_strength orders distances.
-                qsort(clues, count, sizeof(_ClueC), _by_strength)
-        top = [(clues[k].token, clues[k].prob) for k in range(min(explain, count))]
-        return prob, count, top
+        # Largest |weight| first, as _by_strength orders distances.
+        return prob, count, _top(clues, count, explain, False)
     finally:
         free(seen)
         free(clues)
@@ -354,8 +372,8 @@ def tone(CountTable table, const long long[::1] tokens, bint is_spam,
         if tokens[k] == 0:
             continue
         slot = table._slot(tokens[k])
-        if table.keys[slot] != 0:
-            z += table.weight[slot]
+        if table.slots[slot].key != 0:
+            z += table.slots[slot].weight
     step = target - _sigmoid(z)
     if fabs(step) < margin:
         return 0.0
@@ -363,9 +381,7 @@ def tone(CountTable table, const long long[::1] tokens, bint is_spam,
     for k in range(n):
         if tokens[k] == 0:
             continue
-        slot = table._insert(tokens[k])
-        table.weight[slot] += step
+        table.slots[table._insert(tokens[k])].weight += step
         if also is not None:
-            slot = also._insert(tokens[k])
-            also.weight[slot] += step
+            also.slots[also._insert(tokens[k])].weight += step
     return step

@@ -10,11 +10,19 @@ cdef struct _OptsC:
     Py_ssize_t max_len
 
 
+cdef enum:
+    # Up to this many wanted hashes are matched in C, without a set lookup
+    # (and a Python integer) per emitted token.
+    _FEW_WANTED = 32
+
+
 cdef class _Sink:
     cdef int64_t *out
     cdef Py_ssize_t count
     cdef Py_ssize_t cap
     cdef object wanted  # set of hashes to name, or None
+    cdef int64_t few[_FEW_WANTED]  # the wanted hashes, when they fit
+    cdef Py_ssize_t nfew  # how many of few are used; -1: look in wanted
     cdef dict names
     cdef int64_t last
 

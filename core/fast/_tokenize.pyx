@@ -86,12 +86,23 @@ cdef class _Sink:
         self.count = 0
         self.wanted = wanted
         self.names = {}
+        self.nfew = -1
+        if wanted is not None and len(wanted) <= _FEW_WANTED:
+            try:
+                self.nfew = 0
+                for value in wanted:
+                    self.few[self.nfew] = value
+                    self.nfew += 1
+            except (OverflowError, TypeError):
+                # Not all are 64-bit hashes: the set lookup handles them.
+                self.nfew = -1
 
     def __dealloc__(self):
         free(self.out)
 
     cdef int emit(self, uint64_t value) except -1:
         """Store a hash; 1 when the caller must name it (it is wanted)."""
+        cdef Py_ssize_t k
         if self.count >= self.cap:
             return 0
         if value == 0:
@@ -99,9 +110,14 @@ cdef class _Sink:
         self.last = <int64_t>value
         self.out[self.count] = self.last
         self.count += 1
-        if self.wanted is not None and self.last in self.wanted:
-            return 1
-        return 0
+        if self.wanted is None:
+            return 0
+        if self.nfew >= 0:
+            for k in range(self.nfew):
+                if self.few[k] == self.last:
+                    return 1
+            return 0
+        return 1 if self.last in self.wanted else 0
 
     cdef int name(self, bytes text) except -1:
         self.names[self.last] = text.decode("utf-8", "replace")

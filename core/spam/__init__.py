@@ -4,8 +4,9 @@
 SpamAssassin-like points (see ``core.spam.scorer.points``), the spam
 probability, a verdict (spam, ham or unsure) and the tokens that weighed
 most. ``bayes_method`` picks how token evidence is combined (chi-square
-over counts, logistic regression over trained weights, or the mean of both;
-see ``core.spam.scorer``). Build it once per worker: the token table is
+over counts, of header and body apart by default, logistic regression over
+trained weights, or the mean of chi-square and logistic; see
+``core.spam.scorer``). Build it once per worker: the token table is
 read from the database at the first check and refreshed when the store
 changes.
 
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 AUTOLEARN_BATCH = 50
 AUTOLEARN_SECONDS = 60.0
 EXPLAIN = 10
+# Token names kept by a filter for explaining (hash -> text), at most this many.
+MAX_NAMES = 20000
 
 __all__ = ["SpamFilter", "SpamResult", "train", "learn", "stats", "dump",
            "restore", "expire", "StoreError", "TrainingError"]
@@ -70,13 +73,15 @@ class SpamFilter:
         self.settings = settings
         self.opts = tokenizer.options(settings)
         self.tokenizer = tokenizer.implementation(compiled)
-        self.scorer = scorer.Scorer(compiled, getattr(settings, "bayes_method", "chi"))
+        self.scorer = scorer.Scorer(compiled,
+                                    getattr(settings, "bayes_method", "split"))
         self.low = settings.bayes_unsure_low
         self.high = settings.bayes_unsure_high
         self.learner = training.Learner(self.opts, self.tokenizer,
                                         on_write=self.scorer.add,
                                         table=self._table, compiled=compiled)
         self.flushed_at = time.monotonic()
+        self._names: dict[int, str] = {}
         self.uribl = None
         if settings.uribl_zones:
             from core.spam.uribl import UriBlocklist
@@ -118,16 +123,31 @@ class SpamFilter:
             return None, [], (f"Bayes not trained enough: {nham} ham and {nspam} "
                               f"spam learned, {max(need, 1)} of each needed")
 
-        segments = features.segments(parsed)
-        tokens = self.tokenizer.hash_segments(segments, self.opts)
+        if self.scorer.method == "split":
+            head, body = features.parts(parsed)
+            head_tokens = self.tokenizer.hash_segments(head, self.opts)
+            # The per-message cap holds for both parts together, as in training.
+            rest = dataclasses.replace(
+                self.opts, max_tokens=max(self.opts.max_tokens - len(head_tokens), 0))
+            tokens = (head_tokens, self.tokenizer.hash_segments(body, rest))
+            segments = head + body
+        else:
+            segments = features.segments(parsed)
+            tokens = self.tokenizer.hash_segments(segments, self.opts)
         probability, _, top = self.scorer.probability(tokens, EXPLAIN if explain else 0)
         named = []
         if top:
-            # A second pass names only the strongest tokens: cheaper than
-            # keeping the text of every token.
-            _, found = self.tokenizer.hash_segments(
-                segments, self.opts, {t for t, _ in top})
-            named = [(found.get(t, f"#{t & 0xFFFFFFFFFFFFFFFF:016x}"), round(f, 4))
+            names = self._names
+            missing = {t for t, _ in top if t not in names}
+            if missing:
+                # A second pass names only the strongest tokens: cheaper than
+                # keeping the text of every token. The strongest tokens are
+                # mostly common ones, so most messages find theirs named.
+                _, found = self.tokenizer.hash_segments(segments, self.opts, missing)
+                if len(names) + len(found) > MAX_NAMES:
+                    names.clear()
+                names.update(found)
+            named = [(names.get(t) or f"#{t & 0xFFFFFFFFFFFFFFFF:016x}", round(f, 4))
                      for t, f in top]
         return probability, named, ""
 

@@ -93,7 +93,13 @@ def score(table, tokens, nham, nspam, strength, unknown, min_distance,
             continue
         clues.append((abs(f - 0.5), f, token))
 
-    clues.sort(key=lambda clue: (-clue[0], clue[2]))
+    # Strongest first, equal strength: smaller token first. Sorted only
+    # when some clues must be left out; all are combined in the order met
+    # otherwise (the sum's order decides the last bits of the float).
+    strongest = lambda clue: (-clue[0], clue[2])  # noqa: E731
+    ordered = len(clues) > max_clues
+    if ordered:
+        clues.sort(key=strongest)
     used = clues[:max_clues]
     spam_log = ham_log = 0.0
     for _, f, _ in used:
@@ -105,7 +111,11 @@ def score(table, tokens, nham, nspam, strength, unknown, min_distance,
         s_stat = 1.0 - chi2q(-2.0 * spam_log, 2 * len(used))
         h_stat = 1.0 - chi2q(-2.0 * ham_log, 2 * len(used))
         prob = (s_stat - h_stat + 1.0) / 2.0
-    return prob, len(used), [(t, f) for _, f, t in used[:explain]]
+    if ordered or explain <= 0:
+        top = used[:max(explain, 0)]
+    else:
+        top = sorted(used, key=strongest)[:explain]
+    return prob, len(used), [(t, f) for _, f, t in top]
 
 
 def _sigmoid(z: float) -> float:

@@ -47,7 +47,10 @@ _SHAPE_MAP = str.maketrans(
     {**{c: "9" for c in "0123456789"},
      **{c: "a" for c in "abcdefghijklmnopqrstuvwxyz"},
      **{c: "A" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}})
-_SHAPE_RUN = re.compile(r"([9aA])\1+")
+# One pattern per class with a literal replacement: a template such as
+# r"\1" is expanded in Python for every match, which costs more than the scan.
+_SHAPE_RUNS = ((re.compile("99+"), "9"), (re.compile("aa+"), "a"),
+               (re.compile("AA+"), "A"))
 # "<" is excluded inside a tag so a run of "<" costs linear time.
 _TAG_RE = re.compile(r"<[^<>]{0,4000}>|&[a-z#0-9]{1,10};", re.I)
 _TEXTWORD_RE = re.compile(r"[^\W_]{2,}")
@@ -66,26 +69,46 @@ def _enc(text: str) -> bytes:
 
 
 def _shape(value: str) -> str:
-    return _SHAPE_RUN.sub(r"\1", value.translate(_SHAPE_MAP))
+    value = value.translate(_SHAPE_MAP)
+    for run, one in _SHAPE_RUNS:
+        value = run.sub(one, value)
+    return value
+
+
+def _hop_word(word: str) -> tuple:
+    """The segments of one host name or IP address of a Received hop."""
+    data = word.encode()
+    dots = word.count(".")
+    # Labels are never empty, so "digits once the dots are gone" means
+    # every label is a number.
+    if dots == 3 and word.replace(".", "").isdigit():
+        return ((b"rcvd:ip:", data, LITERAL),
+                (b"rcvd:ip24:", data[:data.rfind(b".")], LITERAL))
+    if dots > 1:
+        return ((b"rcvd:host:", data, LITERAL),
+                (b"rcvd:dom:", data[data.rfind(b".", 0, data.rfind(b".")) + 1:],
+                 LITERAL))
+    return ((b"rcvd:host:", data, LITERAL),)
+
+
+# The relays of a site recur in message after message, so the segments of a
+# hop word are kept once made (bounded: the words are the sender's).
+_HOP_WORDS: dict[str, tuple] = {}
+MAX_HOP_WORDS = 20000
 
 
 def _received(value: str, out: list) -> None:
     """Hosts and IP addresses (with their /24) of one Received hop."""
     head = value[:1000].lower().partition(";")[0]
-    append = out.append
+    extend = out.extend
+    known = _HOP_WORDS
     for word in _RCVD_WORD.findall(head)[:12]:
-        data = word.encode()
-        dots = word.count(".")
-        # Labels are never empty, so "digits once the dots are gone" means
-        # every label is a number.
-        if dots == 3 and word.replace(".", "").isdigit():
-            append((b"rcvd:ip:", data, LITERAL))
-            append((b"rcvd:ip24:", data[:data.rfind(b".")], LITERAL))
-            continue
-        append((b"rcvd:host:", data, LITERAL))
-        if dots > 1:
-            append((b"rcvd:dom:", data[data.rfind(b".", 0, data.rfind(b".")) + 1:],
-                    LITERAL))
+        made = known.get(word)
+        if made is None:
+            made = _hop_word(word)
+            if len(known) < MAX_HOP_WORDS:
+                known[word] = made
+        extend(made)
 
 
 def _message_id(value: str, out: list) -> None:
@@ -251,3 +274,12 @@ def segments(parsed: ParsedMessage) -> list[tuple[bytes, bytes, int]]:
     header_segments(parsed, out)
     body_segments(parsed, out)
     return out
+
+
+def parts(parsed: ParsedMessage) -> tuple[list, list]:
+    """The header segments and the body segments of ``parsed``, apart."""
+    head: list[tuple[bytes, bytes, int]] = []
+    body: list[tuple[bytes, bytes, int]] = []
+    header_segments(parsed, head)
+    body_segments(parsed, body)
+    return head, body

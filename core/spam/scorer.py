@@ -1,10 +1,23 @@
 """Spam probability of a token list, over an in-memory copy of the store.
 
-Two combining steps, chosen by ``bayes_method``: ``chi`` (Robinson's
+Combining steps, chosen by ``bayes_method``: ``chi`` (Robinson's
 per-token estimate from the counts, Fisher's chi-square combining, as
-SpamBayes), ``logistic`` (logistic regression over the per-token weights
-that training fits on or near errors, see ``core.spam.training``) and
-``both`` (the mean of the two probabilities).
+SpamBayes), ``split`` (the same chi-square once over the header tokens and
+once over the body tokens, their log-odds averaged), ``logistic`` (logistic
+regression over the per-token weights that training fits on or near errors,
+see ``core.spam.training``) and ``both`` (the mean of chi and logistic).
+
+Why ``split``: a body gives hundreds of clues and the header a few dozen,
+so in one chi-square the body decides alone; a newsletter that reads like
+spam but comes the way the same sender's ham always came loses the
+evidence of its sending path. Scored apart, the header is one of two
+voices. Chosen by 3-fold cross-validation on the training part of the dev
+corpus (bench/bayes.py); checked on the test parts of four splits: no more
+false positives and fewer false negatives than ``chi`` at the 0.9 cutoff
+on each. Scaling the summed log-odds only moves the same ranking along
+the cutoff; the plain mean is the one scale that had both fewer false
+positives and fewer false negatives than ``chi`` in that cross-validation
+(larger scales trade misses for false positives).
 
 The compiled scorer (``core.fast._bayes``) is used when built, else the twin
 (``core.spam.bayes_py``). The table is read from the database once, then
@@ -51,7 +64,11 @@ MAX_CLUES = 400
 LR_RATE = 0.05
 LR_MARGIN = 0.3
 LR_PASSES = 10
-METHODS = ("chi", "logistic", "both")
+METHODS = ("split", "chi", "logistic", "both")
+# A part's chi-square probability is held this far from 0 and 1 before its
+# log-odds are taken (about 34.5 either way), so one sure part cannot
+# outvote any doubt of the other without bound.
+SPLIT_EPSILON = 1e-15
 
 
 def implementation(compiled: bool | None = None):
@@ -63,6 +80,11 @@ def implementation(compiled: bool | None = None):
             "'.venv/bin/python setup.py build_ext --inplace'"
         )
     return _compiled if compiled else bayes_py
+
+
+def _logodds(probability: float) -> float:
+    p = min(max(probability, SPLIT_EPSILON), 1.0 - SPLIT_EPSILON)
+    return math.log(p / (1.0 - p))
 
 
 def points(probability: float, low: float = 0.2, high: float = 0.9) -> float:
@@ -81,7 +103,7 @@ def points(probability: float, low: float = 0.2, high: float = 0.9) -> float:
 class Scorer:
     """Token counts in memory and the combining step over them."""
 
-    def __init__(self, compiled: bool | None = None, method: str = "chi"):
+    def __init__(self, compiled: bool | None = None, method: str = "split"):
         if method not in METHODS:
             raise ValueError(f"bayes_method is {method!r}; one of {', '.join(METHODS)}")
         self.method = method
@@ -156,8 +178,25 @@ class Scorer:
         return prob, count, [(t, 1.0 / (1.0 + math.exp(-min(max(w, -50.0), 50.0))))
                              for t, w in top]
 
+    def split(self, head, body, explain: int = 10):
+        """(probability, clue count, [(token, f)] of the strongest clues).
+
+        Chi-square of the header tokens and of the body tokens apart; the
+        mean of their log-odds is the message's.
+        """
+        head_prob, head_used, head_top = self.chi(head, explain)
+        body_prob, body_used, body_top = self.chi(body, explain)
+        z = (_logodds(head_prob) + _logodds(body_prob)) / 2.0
+        top = sorted(head_top + body_top, key=lambda c: (-abs(c[1] - 0.5), c[0]))
+        return 1.0 / (1.0 + math.exp(-z)), head_used + body_used, top[:explain]
+
     def probability(self, tokens, explain: int = 10):
-        """(probability, clue count, [(token, f)] of the strongest clues)."""
+        """(probability, clue count, [(token, f)] of the strongest clues).
+
+        For ``split`` give ``tokens`` as (header tokens, body tokens).
+        """
+        if self.method == "split":
+            return self.split(*tokens, explain)
         if self.method == "chi":
             return self.chi(tokens, explain)
         if self.method == "logistic":
