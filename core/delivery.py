@@ -1,7 +1,7 @@
 """The delivery agent: relays filtered mail to its next hops, retries, bounces.
 
-One asyncio process. It claims due messages from ``deliver`` into
-``sending``, groups the recipients still to do by next hop
+One asyncio process (on uvloop where installed). It claims due messages
+from ``deliver`` into ``sending``, groups the recipients still to do by next hop
 (:mod:`core.mx`), and runs one SMTP transaction per hop, over pooled
 connections, at most ``delivery_concurrency`` at a time. Per recipient:
 2xx is delivered, 5xx bounces at once, 4xx or no connection is retried
@@ -34,6 +34,7 @@ import time
 
 from core import bounce, mx, tracking
 from core.logsetup import scrub
+from core.smtp import eventloop
 from core.spool import Envelope, RecipientState, Spool
 
 log = logging.getLogger(__name__)
@@ -179,13 +180,20 @@ class Connection:
 
     async def reply(self, timeout: float) -> tuple[int, str]:
         """One reply: its code and its lines joined by newlines."""
+        # One timer for the whole reply: wait_for around each line made a
+        # task per line, a good part of this process's CPU per message.
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._reply_lines()
+        except TimeoutError:
+            self.broken = True
+            raise SMTPError(f"421 4.4.2 {self.name} timed out") from None
+
+    async def _reply_lines(self) -> tuple[int, str]:
         lines = []
         while True:
             try:
-                raw = await asyncio.wait_for(self.reader.readline(), timeout)
-            except asyncio.TimeoutError:
-                self.broken = True
-                raise SMTPError(f"421 4.4.2 {self.name} timed out") from None
+                raw = await self.reader.readline()
             except (OSError, ValueError, asyncio.LimitOverrunError) as exc:
                 self.broken = True
                 raise SMTPError(f"421 4.4.2 {self.name} read failed: "
@@ -507,8 +515,14 @@ class DeliveryAgent:
             groups.setdefault(mx.route(self.settings, rcpt, env.direction),
                               []).append(rcpt)
 
-        outcomes = await asyncio.gather(*(
-            self._to_hop(env, data, hop, rcpts) for hop, rcpts in groups.items()))
+        if len(groups) == 1:
+            # The usual case: one next hop, no task and gather for it.
+            [(hop, rcpts)] = groups.items()
+            outcomes = [await self._to_hop(env, data, hop, rcpts)]
+        else:
+            outcomes = await asyncio.gather(*(
+                self._to_hop(env, data, hop, rcpts)
+                for hop, rcpts in groups.items()))
         replies: dict[str, tuple[str, str]] = {}
         for outcome in outcomes:
             replies.update(outcome)
@@ -649,10 +663,10 @@ def serve(settings) -> None:
         agent = DeliveryAgent(settings, spool)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, agent.stop)
-        log.info("event=delivery_start pid=%d concurrency=%d", os.getpid(),
-                 settings.delivery_concurrency)
+        log.info("event=delivery_start pid=%d concurrency=%d loop=%s",
+                 os.getpid(), settings.delivery_concurrency, eventloop.name())
         await agent.run()
 
-    asyncio.run(main())
+    eventloop.run(main())
     tracking.flush()
     log.info("event=delivery_stop")

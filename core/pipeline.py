@@ -7,7 +7,9 @@ one), parses it, has clamd and the Bayes filter look at it, asks
 ``deliver`` with verdict headers, into the quarantine, or back into
 ``incoming`` for a later try when a scanner is down. clamd (another
 process) scans up to ``SCAN_AHEAD`` messages of a worker while the worker
-runs the Bayes check and the decision on the oldest of them, and up to
+runs the Bayes check and the decision on the oldest of them (each message
+is sent to clamd when it is parsed and its answer read when it is judged,
+so no thread is needed), and up to
 ``BATCH`` messages are made durable together (one directory fsync).
 A worker that dies half-way leaves its messages in ``filtering``, where
 the supervisor's sweep or ``Spool.recover`` finds them.
@@ -25,7 +27,6 @@ spool file whose envelope line cannot be read is logged and left in
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -39,7 +40,7 @@ from core import decision as decision_mod
 from core import tracking
 from core.logsetup import scrub
 from core.message import ParsedMessage
-from core.spool import Envelope, Spool, fsync_dir
+from core.spool import Envelope, Spool
 
 log = logging.getLogger(__name__)
 
@@ -134,22 +135,40 @@ class _Analysers:
 
     def virus(self, data: bytes, parsed) -> tuple[Any, str]:
         """(result, "") or (None, why the scan could not run)."""
+        return self.virus_start(data, parsed)()
+
+    def virus_start(self, data: bytes, parsed) -> Callable[[], tuple[Any, str]]:
+        """Hand the message to clamd; the call returned gives :meth:`virus`'s
+        answer, so the Bayes check runs while clamd (another process) scans."""
         if not self.settings.virus_scan:
-            return None, ""
+            return lambda: (None, "")
         if self._virus is None:
             try:
                 from core.filters.virus import ScannerUnavailable, VirusScanner
             except ImportError:
-                return None, "virus scanner module not installed"
+                return lambda: (None, "virus scanner module not installed")
             self._virus = VirusScanner(self.settings)
             self._virus_error = ScannerUnavailable
         try:
-            return self._virus.scan(data, parsed), ""
-        except self._virus_error as exc:
+            scan = self._virus.start(data, parsed)
+        except Exception as exc:
+            failed = self._failure(exc)
+            return lambda: failed
+
+        def finish() -> tuple[Any, str]:
+            try:
+                return scan.result(), ""
+            except Exception as exc:
+                return self._failure(exc)
+
+        return finish
+
+    def _failure(self, exc: Exception) -> tuple[None, str]:
+        if isinstance(exc, self._virus_error):
             return None, f"scanner unavailable: {exc}"
-        except Exception as exc:  # a scanner bug must not let mail through
-            log.exception("event=virus_error")
-            return None, f"scanner failed: {type(exc).__name__}"
+        # A scanner bug must not let mail through.
+        log.error("event=virus_error error=%s", scrub(repr(exc)), exc_info=exc)
+        return None, f"scanner failed: {type(exc).__name__}"
 
     def spam(self, parsed) -> Any:
         if not self.settings.bayes_enabled:
@@ -219,7 +238,7 @@ class _Batch:
             os.replace(tmp, item.target)
         if self.spool.fsync:
             for directory in {item.target.parent for item in self.items}:
-                fsync_dir(directory)
+                self.spool.sync_dir(directory)
         for item in self.items:
             if item.then is not None:
                 os.rename(item.target, item.then)
@@ -250,7 +269,7 @@ class _InFlight:
     env: Envelope
     data: bytes
     parsed: ParsedMessage
-    scan: concurrent.futures.Future
+    scan: Callable[[], tuple[Any, str]]  # clamd's (result, error), when read
     started: float
     parse_ms: float
     scan_started: float
@@ -272,8 +291,6 @@ class FilterWorker:
         self._held: dict[str, float] = {}
         # Claimed by this worker and not yet committed.
         self._claimed: set[str] = set()
-        self._scanner = concurrent.futures.ThreadPoolExecutor(
-            SCAN_AHEAD, thread_name_prefix="virus")
 
     def run(self) -> None:
         while not self.stopping:
@@ -357,7 +374,7 @@ class FilterWorker:
             log.debug("%s event=parsed parts=%d defects=%d malformed=%s", qid,
                       len(parsed.parts), len(parsed.defects), parsed.malformed)
             # clamd works in its own process: the Bayes check runs meanwhile.
-            scan = self._scanner.submit(self.analysers.virus, data, parsed)
+            scan = self.analysers.virus_start(data, parsed)
         except Exception:
             log.exception("%s event=filter_error", qid)
             self._retry_later(env, data, "filter error", batch)
@@ -384,7 +401,7 @@ class FilterWorker:
             log.debug("%s event=spam score=%.2f probability=%.3f", qid,
                       spam.score, getattr(spam, "probability", 0.0) or 0.0)
 
-        virus, virus_error = item.scan.result()
+        virus, virus_error = item.scan()
         virus_ms = (time.monotonic() - item.scan_started) * 1000
         if virus_error:
             log.warning("%s event=virus result=unscanned reason=%s", qid,

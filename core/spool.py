@@ -14,6 +14,12 @@ A state change that rewrites the file (new headers, new recipient states)
 writes the new copy under ``tmp/``, fsyncs it, renames it into the target
 state and only then unlinks the old copy. If the process dies in between,
 :meth:`Spool.recover` finds the message in two states and keeps the later.
+
+Each new file is fsynced on its own; the fsync of the directory after the
+rename is shared: :meth:`Spool.store_batch` stores many messages with one,
+and threads storing at the same time wait for one directory flush that
+started after their rename (:class:`GroupSync`). Either way a store
+returns only once both its file and its name are durable.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import dataclasses
 import json
 import os
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -76,17 +83,26 @@ class Envelope:
     is_bounce: bool = False
 
     def to_json(self) -> bytes:
-        data = dataclasses.asdict(self)
+        # By hand: dataclasses.asdict deep-copies every field and cost more
+        # than the JSON encoding itself, once per state change of a message.
+        data = {name: getattr(self, name) for name in _ENVELOPE_FIELDS}
+        data["rcpt_state"] = {address: {"status": state.status,
+                                        "attempts": state.attempts,
+                                        "reply": state.reply}
+                              for address, state in self.rcpt_state.items()}
         return json.dumps(data, ensure_ascii=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> "Envelope":
         data = json.loads(raw)
         states = data.pop("rcpt_state", {}) or {}
-        known = {f.name for f in dataclasses.fields(cls)}
-        env = cls(**{k: v for k, v in data.items() if k in known})
+        env = cls(**{k: v for k, v in data.items() if k in _KNOWN})
         env.rcpt_state = {a: RecipientState(**s) for a, s in states.items()}
         return env
+
+
+_ENVELOPE_FIELDS = tuple(f.name for f in dataclasses.fields(Envelope))
+_KNOWN = frozenset(_ENVELOPE_FIELDS)
 
 
 class SpoolError(Exception):
@@ -102,6 +118,45 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class GroupSync:
+    """Directory fsyncs shared by the threads that renamed into one directory.
+
+    A thread that has renamed its file in calls :meth:`sync`; it returns
+    once an fsync of the directory has *started* after that call. While
+    one fsync runs, later callers wait and are all covered by the next
+    one, so stores from several threads flush the directory once for many
+    messages instead of once each.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._cond = threading.Condition()
+        self._asked = 0  # tickets handed out
+        self._done = 0  # every ticket up to this one is durable
+        self._running = False
+
+    def sync(self) -> None:
+        with self._cond:
+            self._asked += 1
+            ticket = self._asked
+            while self._done < ticket:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                # Every ticket handed out so far belongs to a rename that
+                # has already happened: this fsync covers them all.
+                covered = self._asked
+                self._running = True
+                self._cond.release()
+                try:
+                    fsync_dir(self.path)
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    self._cond.notify_all()
+                self._done = max(self._done, covered)
+
+
 class Spool:
     """The queue directories under ``<data_dir>/queue`` and the quarantine."""
 
@@ -114,9 +169,17 @@ class Spool:
             directory.mkdir(parents=True, exist_ok=True)
         for state in STATES:
             (self.root / state).mkdir(parents=True, exist_ok=True)
+        # Plain strings for the per-message calls: pathlib's joins cost more
+        # than the rename they build a name for.
+        self._dirs = {state: str(self.root / state) for state in STATES}
+        self._syncs = {path: GroupSync(path) for path in
+                       [self.quarantine_dir, *(self.root / s for s in STATES)]}
 
     def path(self, state: str, qid: str) -> Path:
         return self.root / state / qid
+
+    def _file(self, state: str, qid: str) -> str:
+        return f"{self._dirs[state]}/{qid}"
 
     # region writing
 
@@ -137,7 +200,15 @@ class Spool:
     def _install(self, tmp: Path, target: Path) -> None:
         os.replace(tmp, target)
         if self.fsync:
-            fsync_dir(target.parent)
+            self.sync_dir(target.parent)
+
+    def sync_dir(self, path: Path) -> None:
+        """Make the renames and unlinks done so far in ``path`` durable."""
+        group = self._syncs.get(path)
+        if group is None:
+            fsync_dir(path)
+        else:
+            group.sync()
 
     def store_new(self, envelope: Envelope, data: bytes) -> Path:
         """Put an accepted message into ``incoming``; durable when it returns.
@@ -147,6 +218,34 @@ class Spool:
         target = self.path("incoming", envelope.qid)
         self._install(self._write_tmp(envelope, data), target)
         return target
+
+    def store_batch(self, items: list[tuple[Envelope, bytes]]
+                    ) -> list[Exception | None]:
+        """:meth:`store_new` for several messages, with one directory fsync.
+
+        Returns, per message, None when it is durable or the error that
+        kept it from being so (its sender must not get a 250).
+        """
+        results: list[Exception | None] = []
+        installed: list[int] = []
+        for envelope, data in items:
+            try:
+                tmp = self._write_tmp(envelope, data)
+                os.replace(tmp, self.path("incoming", envelope.qid))
+            except Exception as exc:
+                results.append(exc)
+                continue
+            installed.append(len(results))
+            results.append(None)
+        if installed and self.fsync:
+            try:
+                self.sync_dir(self.root / "incoming")
+            except OSError as exc:
+                # Their names may not be durable: no 250 for any of them
+                # (the sender retries; a copy that survived is sent twice).
+                for index in installed:
+                    results[index] = exc
+        return results
 
     def rewrite(self, envelope: Envelope, data: bytes, state: str,
                 old_state: str | None = None) -> Path:
@@ -168,28 +267,29 @@ class Spool:
     # region reading and moving
 
     @staticmethod
-    def read_file(path: Path) -> tuple[Envelope, bytes]:
-        raw = path.read_bytes()
+    def read_file(path: Path | str) -> tuple[Envelope, bytes]:
+        with open(path, "rb") as handle:
+            raw = handle.read()
         head, sep, data = raw.partition(b"\n")
         if not sep:
             raise SpoolError(f"{path} has no envelope line")
         return Envelope.from_json(head), data
 
     def read(self, state: str, qid: str) -> tuple[Envelope, bytes]:
-        return self.read_file(self.path(state, qid))
+        return self.read_file(self._file(state, qid))
 
     def read_quarantine(self, qid: str) -> tuple[Envelope, bytes]:
         return self.read_file(self.quarantine_dir / qid)
 
     def list(self, state: str) -> list[str]:
         """Queue ids in ``state``, oldest first (ids sort by time)."""
-        names = os.listdir(self.root / state)
+        names = os.listdir(self._dirs[state])
         return sorted(n for n in names if valid_qid(n))
 
     def claim(self, qid: str, src: str, dst: str) -> bool:
         """Move ``qid`` from ``src`` to ``dst``; False if another took it."""
         try:
-            os.rename(self.path(src, qid), self.path(dst, qid))
+            os.rename(self._file(src, qid), self._file(dst, qid))
         except FileNotFoundError:
             return False
         return True
@@ -206,11 +306,11 @@ class Spool:
 
     def remove(self, state: str, qid: str) -> None:
         try:
-            os.unlink(self.path(state, qid))
+            os.unlink(self._file(state, qid))
         except FileNotFoundError:
             return
         if self.fsync:
-            fsync_dir(self.root / state)
+            self.sync_dir(self.root / state)
 
     def remove_quarantine(self, qid: str) -> None:
         try:

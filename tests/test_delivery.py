@@ -206,3 +206,39 @@ def test_stuffing_function():
     assert delivery.stuff(b".a\r\nb") == b"..a\r\nb\r\n.\r\n"
     assert delivery.stuff(b"a\n.\r\n") == b"a\r\n..\r\n.\r\n"
     assert delivery.stuff(b"") == b".\r\n"
+
+
+def test_reply_timeout_and_multiline_replies():
+    """A hop that stops answering gives 421 after the timeout; a reply over
+    several lines is read whole."""
+
+    async def main() -> tuple[tuple[int, str], str]:
+        gone = asyncio.Event()
+
+        async def hop(reader, writer) -> None:
+            writer.write(b"250-first\r\n250-second\r\n250 last\r\n")
+            await reader.read()  # then silence until the client goes
+            writer.close()
+            await writer.wait_closed()
+            gone.set()
+
+        server = await asyncio.start_server(hop, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        conn = delivery.Connection("127.0.0.1", port, reader, writer)
+        whole = await conn.reply(5.0)
+        try:
+            await conn.reply(0.2)
+            error = ""
+        except delivery.SMTPError as exc:
+            error = exc.reply
+        conn.close()
+        await writer.wait_closed()
+        await asyncio.wait_for(gone.wait(), 5.0)
+        server.close()
+        await server.wait_closed()
+        return whole, error
+
+    whole, error = asyncio.run(main())
+    assert whole == (250, "first\nsecond\nlast")
+    assert error.startswith("421 4.4.2") and "timed out" in error

@@ -409,6 +409,32 @@ def test_starttls_with_generated_certificate(smtp):
     assert b"with ESMTPS id" in data and b"(using TLSv1." in data
 
 
+def test_drain_leaves_a_closing_tls_session_alone(smtp):
+    """Regression: a drain that ran while a TLS session was still closing
+    wrote its 421 into asyncio's closed TLS transport and crashed
+    (AttributeError in sslproto) instead of waiting for the close to end."""
+    server = smtp()
+    cert = Path(server.settings.data_dir) / "tls" / "smtp.crt"
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    with server.client() as client:
+        client.ehlo("client.example.net")
+        client.starttls(context=context)
+        client.ehlo("client.example.net")
+
+        async def close_then_drain_twice() -> int:
+            [session] = server.thread.service.sessions
+            session.transport.close()  # as after QUIT: the TLS close under way
+            session.shutdown_if_idle()
+            session.shutdown_if_idle()
+            session.abort()
+            return len(server.thread.service.sessions)
+
+        assert server.thread.call(close_then_drain_twice()) <= 1
+        with pytest.raises((smtplib.SMTPServerDisconnected, OSError)):
+            client.noop()
+
+
 def test_xclient_presents_the_real_client(smtp):
     server = smtp(xclient_networks="127.0.0.1/32", proxy_protocol_networks="",
                   trusted_networks="")
@@ -555,7 +581,7 @@ def test_policy_hooks_replies_headers_and_score(smtp):
 
 
 class BrokenSpool(Spool):
-    def store_new(self, envelope, data):
+    def _write_tmp(self, envelope, data):
         raise OSError(28, "No space left on device")
 
 

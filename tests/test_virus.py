@@ -212,3 +212,20 @@ def test_parse_address(text, expected):
 def test_parse_address_refuses_garbage():
     with pytest.raises(ValueError):
         parse_address("clamd")
+
+
+def test_started_scans_are_answered_in_any_order(scanner):
+    """Several messages handed to clamd at once, answers read later, no thread."""
+    infected = _mail(("e.com", EICAR))
+    clean = _mail(("a.txt", b"nothing to see"))
+    scans = [scanner.start(data, parse(data)) for data in (infected, clean, infected)]
+    results = [scan.result() for scan in reversed(scans)]
+    assert [r.infected for r in results] == [True, False, True]
+    assert results[0].name.endswith(".UNOFFICIAL")
+    assert scans[0].result() is results[2]  # read once, then kept
+
+
+def test_start_without_clamd_raises_unavailable():
+    scanner = VirusScanner(_settings("unix:/nonexistent/clamd.sock"))
+    with pytest.raises(ScannerUnavailable):
+        scanner.start(b"Subject: x\r\n\r\nbody\r\n")

@@ -173,24 +173,39 @@ class VirusScanner:
     def scan(self, data: bytes, parsed: ParsedMessage | None = None,
              qid: str = "-") -> VirusResult:
         """The verdict for the raw message and the leaves worth a second look."""
+        return self.start(data, parsed, qid).result()
+
+    def start(self, data: bytes, parsed: ParsedMessage | None = None,
+              qid: str = "-") -> "Scan":
+        """Send the streams to clamd now; :meth:`Scan.result` reads the verdict.
+
+        The caller can do other work while clamd scans, without a thread.
+        """
         streams, skipped = self._streams(data, parsed)
         if not streams:
             # Nothing fits: still prove clamd is there, so "unscanned" is
             # the only thing the verdict lacks.
             self.ping()
-            return VirusResult(infected=False, unscanned="; ".join(skipped))
-        started = time.monotonic()
+            return Scan(self, None, [], skipped, qid)
+        session = self._connect()
         try:
-            with self._connect() as session:
-                session.send(b"zIDSESSION\0")
-                for _, payload in streams:
-                    session.stream(payload)
-                session.send(b"zEND\0")
-                answers = session.replies(len(streams))
+            session.send(b"zIDSESSION\0")
+            for _, payload in streams:
+                session.stream(payload)
+            session.send(b"zEND\0")
+            session.flush()
         except OSError as exc:
-            log.warning("%s event=virus-error clamd=%s error=%s", qid,
-                        scrub(self.setting), scrub(exc))
-            raise ScannerUnavailable(f"clamd at {self.setting}: {exc}") from None
+            session.sock.close()
+            raise self._unavailable(qid, exc) from None
+        return Scan(self, session, streams, skipped, qid)
+
+    def _unavailable(self, qid: str, exc: OSError) -> ScannerUnavailable:
+        log.warning("%s event=virus-error clamd=%s error=%s", qid,
+                    scrub(self.setting), scrub(exc))
+        return ScannerUnavailable(f"clamd at {self.setting}: {exc}")
+
+    def _verdict(self, answers: list[bytes], streams: list[tuple[str, bytes]],
+                 skipped: list[str], started: float, qid: str) -> VirusResult:
         if len(answers) < len(streams):
             raise ScannerUnavailable(
                 f"clamd at {self.setting} answered {len(answers)} of "
@@ -264,6 +279,40 @@ class VirusScanner:
                 break
             streams.append((part.path or "body", part.payload))
         return streams, skipped
+
+
+class Scan:
+    """Streams sent to clamd in one session, their answers not read yet."""
+
+    def __init__(self, scanner: VirusScanner, session: "_Session | None",
+                 streams: list[tuple[str, bytes]], skipped: list[str], qid: str):
+        self.scanner = scanner
+        self.session = session
+        self.streams = streams
+        self.skipped = skipped
+        self.qid = qid
+        self.started = time.monotonic()
+        self.done: VirusResult | None = None
+        if session is None:
+            self.done = VirusResult(infected=False, unscanned="; ".join(skipped))
+
+    def result(self) -> VirusResult:
+        """Wait for clamd's answers; ScannerUnavailable if they do not come."""
+        if self.done is not None:
+            return self.done
+        if self.session is None:
+            raise ScannerUnavailable(f"clamd at {self.scanner.setting}: the "
+                                     "session was closed before its answers")
+        try:
+            with self.session:
+                answers = self.session.replies(len(self.streams))
+        except OSError as exc:
+            raise self.scanner._unavailable(self.qid, exc) from None
+        finally:
+            self.session = None
+        self.done = self.scanner._verdict(answers, self.streams, self.skipped,
+                                          self.started, self.qid)
+        return self.done
 
 
 def _worth_scanning(part, parsed: ParsedMessage) -> bool:

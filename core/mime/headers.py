@@ -135,7 +135,7 @@ def ends_block(buf: bytes, pos: int, end: int) -> bool:
 
 def raw_text(raw: bytes) -> str:
     """A field value as text with encoded words left alone (for parsers)."""
-    text, _ = charsets.decode(raw, "utf-8")
+    text = _as_text(raw)
     if "\r" in text or "\n" in text:
         text = text.replace("\r", " ").replace("\n", " ")
     return text.replace("\x00", "\ufffd").strip()
@@ -148,10 +148,17 @@ def decode_value(raw: bytes) -> tuple[str, list[str]]:
     byte by byte as windows-1252; NUL becomes U+FFFD (it would truncate in C
     code and databases further on).
     """
-    text, _ = charsets.decode(raw, "utf-8")
+    text = _as_text(raw)
     if "\r" in text or "\n" in text:
         text = text.replace("\r", " ").replace("\n", " ")
     if "\x00" in text:
         text = text.replace("\x00", "\ufffd")
     text, defects = words.decode_words(text.strip())
     return text, defects
+
+
+def _as_text(raw: bytes) -> str:
+    # Most values are plain ASCII: no codec error handler, no surrogate scan.
+    if raw.isascii():
+        return raw.decode("ascii")
+    return charsets.decode(raw, "utf-8")[0]

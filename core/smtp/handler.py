@@ -183,16 +183,23 @@ class SmtpSession(SMTP):
     def shutdown_if_idle(self) -> None:
         """Drain: close a connection that waits for a command outside a
         transaction; busy ones close themselves when their transaction ends."""
-        if self.idle and self.tx is None and self.transport is not None:
+        # A transport already closing (after QUIT, a TLS close still under
+        # way) takes no more writes: asyncio's TLS transport fails on them.
+        if self.idle and self.tx is None and self.transport is not None \
+                and not self.transport.is_closing():
             self._writer.write(
                 replies.SHUTTING_DOWN.format(host=self.hostname).encode() + b"\r\n")
             self.transport.close()
 
     def abort(self) -> None:
-        if self.transport is not None:
-            self._writer.write(
-                replies.SHUTTING_DOWN.format(host=self.hostname).encode() + b"\r\n")
-            self.transport.close()
+        if self.transport is None:
+            return
+        if self.transport.is_closing():
+            self.transport.abort()  # a close that did not finish in time
+            return
+        self._writer.write(
+            replies.SHUTTING_DOWN.format(host=self.hostname).encode() + b"\r\n")
+        self.transport.close()
 
     async def _hook(self, name: str, *args: Any) -> HookResult | None:
         method = getattr(self.service.policy, name, None)

@@ -5,21 +5,29 @@
 ``serve`` is the blocking entry the runner calls: it opens the database,
 builds the spool and the policy, runs until SIGTERM (or SIGINT) and drains.
 
-A message is answered 250 only after ``Spool.store_new`` has returned
-(written and fsynced), which runs in a thread pool so the event loop never
-waits on the disk.
+A message is answered 250 only after it is written and fsynced, file and
+directory (``Spool.store_batch``), by the :class:`Committer` thread, so
+the event loop never waits on the disk; messages accepted at the same time
+are stored in one batch with one directory fsync. The loop is uvloop's
+where it is installed (``core.smtp.eventloop``).
+
+Limits: the files of a batch are fsynced one after another in that one
+thread, so the accept rate is bounded by the disk's fsync time (about
+0.3 ms here, some 3,000 messages/s); a slow disk delays every 250 alike.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
 import logging
 import signal
+import threading
 import time
+from typing import Any
 
 from core import tracking
+from core.smtp import eventloop
 from core.smtp.address import domain_key
 from core.smtp.handler import SmtpSession
 from core.smtp.tls import server_context
@@ -28,7 +36,73 @@ log = logging.getLogger(__name__)
 
 # Below the runner's 60 s for the smtp stage, so the drain ends on its own.
 DRAIN_TIMEOUT = 45.0
-STORE_THREADS = 16
+# Messages made durable together at most (one directory fsync for them).
+STORE_BATCH = 64
+
+
+class Committer:
+    """One thread that stores accepted messages in batches (group commit).
+
+    While it writes and fsyncs one batch, the messages of other sessions
+    queue up and go into the next: one wake-up of the thread, one directory
+    fsync and one call back into the loop for many messages, where a pool
+    of threads took all three for each message.
+    """
+
+    def __init__(self, spool, loop: asyncio.AbstractEventLoop):
+        self.spool = spool
+        self.loop = loop
+        self._queue: list[tuple[Any, bytes, asyncio.Future]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="spool-store",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, envelope, data: bytes) -> asyncio.Future:
+        """A future that is done once the message is durable (or failed)."""
+        future = self.loop.create_future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the store is closed")
+            self._queue.append((envelope, data, future))
+            self._cond.notify()
+        return future
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch = self._queue[:STORE_BATCH]
+                del self._queue[:STORE_BATCH]
+            try:
+                results = self.spool.store_batch([(e, d) for e, d, _ in batch])
+            except Exception as exc:  # never leave a session waiting
+                results = [exc] * len(batch)
+            try:
+                self.loop.call_soon_threadsafe(self._settle, batch, results)
+            except RuntimeError:
+                return  # the loop is closed: nobody waits for these any more
+
+    @staticmethod
+    def _settle(batch, results) -> None:
+        for (_envelope, _data, future), error in zip(batch, results):
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    def close(self) -> None:
+        """Store what is queued, then end the thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
 
 
 class SmtpService:
@@ -47,8 +121,7 @@ class SmtpService:
         self.addresses: dict[str, tuple[str, int]] = {}
         self.draining = False
         self._tasks: set[asyncio.Task] = set()
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=STORE_THREADS, thread_name_prefix="spool-store")
+        self._committer = Committer(spool, loop)
 
     async def start(self) -> None:
         for direction, (host, port) in (("in", self.settings.smtp_listen_in),
@@ -103,10 +176,10 @@ class SmtpService:
         await asyncio.shield(task)
 
     async def _store(self, envelope, data: bytes) -> None:
-        await self.loop.run_in_executor(self._executor, self.spool.store_new,
-                                        envelope, data)
-        log.info("%s event=stored recipients=%d size=%d", envelope.qid,
-                 len(envelope.recipients), envelope.size)
+        await self._committer.submit(envelope, data)
+        # Debug only: the handler's event=queued line follows at once.
+        log.debug("%s event=stored recipients=%d size=%d", envelope.qid,
+                  len(envelope.recipients), envelope.size)
 
     # endregion
 
@@ -132,7 +205,7 @@ class SmtpService:
             await asyncio.wait(list(self._tasks), timeout=max(1.0, timeout))
         for server in self.servers:
             await server.wait_closed()
-        self._executor.shutdown(wait=True)
+        await asyncio.to_thread(self._committer.close)
         close = getattr(self.policy, "close", None)
         if close is not None:
             outcome = close()
@@ -187,4 +260,5 @@ async def run(settings, stop: asyncio.Event | None = None,
 
 def serve(settings) -> None:
     """Blocking entry for the runner's smtp process."""
-    asyncio.run(run(settings))
+    log.info("event=smtp_start loop=%s", eventloop.name())
+    eventloop.run(run(settings))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from core.smtp import eventloop
 from core.smtp.server import SmtpService, start_servers
 
 
@@ -24,7 +25,7 @@ class ServiceThread:
         self.settings = settings
         self.spool = spool
         self.policy = policy
-        self.loop = asyncio.new_event_loop()
+        self.loop = eventloop.new_loop()
         self.service: SmtpService | None = None
         self._thread = threading.Thread(target=self._run, name="smtp-service",
                                         daemon=True)
