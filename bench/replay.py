@@ -60,7 +60,6 @@ from tests.support.sink import Sink  # noqa: E402
 
 DEFAULT_CORPUS = str(paths.CORPUS / "dev" / "*" / "*.eml")
 POSTFIX = "/usr/sbin/postfix"
-TMPFS = "/dev/shm"  # clamd's scratch files go here where it exists
 TRAIN_EACH = 200  # ham and spam messages learned before the run
 _BENCH_ID = re.compile(rb"(?:^|\r\n)X-Bench-Id:[ \t]*(\d+)")
 
@@ -431,15 +430,9 @@ def start_own(folder: Path, args) -> tuple[Gateway, Sink, object, object]:
     if not args.no_clamd and shutil.which("clamd"):
         from tests.support.clamd import Clamd
 
-        # clamd writes every stream and every MIME part it unpacks to files
-        # in its TemporaryDirectory; on a disk shared with the spool's
-        # fsyncs that metadata work costs it more CPU than the scanning.
+        # Its scratch files go to tmpfs (tests.support.clamd.scratch_folder).
         clamd_dir = folder / "clamd"
-        if os.path.isdir(TMPFS):
-            clamd_dir = Path(tempfile.mkdtemp(prefix="portcullis-clamd-",
-                                              dir=TMPFS))
-        else:
-            clamd_dir.mkdir()
+        clamd_dir.mkdir()
         clamd = Clamd(shutil.which("clamd"), clamd_dir)
         clamd.start()
     settings = {"bayes_enabled": not args.no_bayes, "log_level": "info",
@@ -617,9 +610,7 @@ def main() -> int:
                 gateway.stop()
                 sink.stop()
                 if clamd is not None:
-                    clamd.stop()
-                    if clamd.folder.parent != folder:
-                        shutil.rmtree(clamd.folder, ignore_errors=True)
+                    clamd.close()
         show(ours)
 
         if not args.no_postfix and os.path.exists(POSTFIX) and shutil.which("script"):

@@ -94,7 +94,7 @@ def test_md5_signature_alone(tmp_path, clamd):
         result = scanner.scan(data, parse(data))
         assert result.infected and result.name.startswith(HDB_NAME)
     finally:
-        only_md5.stop()
+        only_md5.close()
 
 
 def test_eicar_in_nested_message_rfc822(scanner):
@@ -186,7 +186,7 @@ def test_clamd_error_answer_raises(tmp_path, clamd):
         with pytest.raises(ScannerUnavailable):
             scanner.scan(b"y" * 100_000)
     finally:
-        strict.stop()
+        strict.close()
 
 
 def test_a_server_that_is_not_clamd(tmp_path):

@@ -39,6 +39,7 @@ NDB_NAME = "Portcullis.Test.EicarBody"
 
 # Smaller than clamd's default (25M) so a test can cross it with a few MiB.
 STREAM_MAX = 4 * 1024 * 1024
+TMPFS = "/dev/shm"
 
 
 def _signatures(folder: Path) -> None:
@@ -47,7 +48,19 @@ def _signatures(folder: Path) -> None:
     (folder / "test.ndb").write_text(f"{NDB_NAME}:0:*:{EICAR.hex()}\n")
 
 
-def _config(folder: Path, sock: str, port: int, stream_max: int,
+def scratch_folder() -> Path:
+    """A new folder for clamd's scratch files, on tmpfs where there is one.
+
+    clamd writes every stream and every MIME part it unpacks to files there;
+    on the disk that also takes the spool's fsyncs, that file work costs it
+    more CPU than the scanning (1-4 ms against 0.5 ms a message, measured
+    with bench/replay.py).
+    """
+    parent = TMPFS if os.path.isdir(TMPFS) and os.access(TMPFS, os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="portcullis-clamd-tmp-", dir=parent))
+
+
+def _config(folder: Path, scratch: Path, sock: str, port: int, stream_max: int,
             extra: tuple[str, ...]) -> Path:
     lines = [
         "Foreground yes",
@@ -59,7 +72,7 @@ def _config(folder: Path, sock: str, port: int, stream_max: int,
         f"DatabaseDirectory {folder / 'db'}",
         f"PidFile {folder / 'clamd.pid'}",
         f"LogFile {folder / 'clamd.log'}",
-        f"TemporaryDirectory {folder / 'tmp'}",
+        f"TemporaryDirectory {scratch}",
         # clamd drops to its own user when started as root; stay who we are.
         f"User {pwd.getpwuid(os.geteuid()).pw_name}",
         "ScanMail yes",
@@ -108,10 +121,10 @@ class Clamd:
         self.stream_max = stream_max
         self.process: subprocess.Popen | None = None
         (folder / "db").mkdir(exist_ok=True)
-        (folder / "tmp").mkdir(exist_ok=True)
+        self.scratch = scratch_folder()
         _signatures(folder / "db")
-        self.config = _config(folder, self.unix_socket, self.tcp_address[1],
-                              stream_max, extra)
+        self.config = _config(folder, self.scratch, self.unix_socket,
+                              self.tcp_address[1], stream_max, extra)
 
     def start(self, timeout: float = 30.0) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -145,6 +158,11 @@ class Clamd:
                 self.process.wait(10)
         self.process = None
 
+    def close(self) -> None:
+        """Stop clamd for good and remove its scratch folder."""
+        self.stop()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -168,7 +186,7 @@ def clamd():
     try:
         yield daemon
     finally:
-        daemon.stop()
+        daemon.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -202,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        daemon.stop()
+        daemon.close()
 
 
 if __name__ == "__main__":
