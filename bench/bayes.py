@@ -29,7 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import config, db  # noqa: E402
-from core.spam import SpamFilter, features, tokenize_py, tokenizer  # noqa: E402
+from core.spam import (SpamFilter, features, scorer, tokenize_py,  # noqa: E402
+                        tokenizer)
 from core.spam.tokenspec import HTML  # noqa: E402
 from core.spam.training import Learner, strip_envelope  # noqa: E402
 from tests.support.paths import CASES, CORPUS  # noqa: E402
@@ -307,7 +308,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", default="",
                     help="text put before body_group when hashing (default none)")
     ap.add_argument("--bigrams", type=int, default=None, help="OSB window")
-    ap.add_argument("--method", choices=("split", "chi", "logistic", "both"),
+    ap.add_argument("--method", choices=scorer.METHODS,
                     default=None,
                     help="bayes_method (default: the configured one)")
     ap.add_argument("--cv", type=int, default=0, metavar="K",

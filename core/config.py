@@ -294,11 +294,13 @@ SCHEMA: tuple[Key, ...] = (
         "it (1 or 0: single words only; at most 8)."),
     Key("bayes_max_tokens", _nonneg_int, 12000,
         "Most tokens (pairs included) taken from one message."),
-    Key("bayes_method", _choice("split", "chi", "logistic", "both"), "split",
+    Key("bayes_method", _choice("split", "chi", "logistic", "both", "mix", "ngram"),
+        "split",
         "How Bayes combines token evidence: split (chi-square over counts of "
         "header and body apart, log-odds averaged), chi (one chi-square over "
-        "all, as SpamBayes), logistic (regression weights) or both (mean of "
-        "chi and logistic)."),
+        "all, as SpamBayes), logistic (regression weights), both (mean of "
+        "chi and logistic), ngram (regression over character 4-grams) or mix "
+        "(split and ngram together)."),
     Key("bayes_unsure_low", _probability, 0.2,
         "Bayes probability up to which a message is ham; above it is unsure."),
     Key("bayes_unsure_high", _probability, 0.9,

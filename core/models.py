@@ -109,6 +109,14 @@ class BayesSeen(BaseModel):
     day = pw.IntegerField(default=0)  # days since epoch
 
 
+class BayesModel(BaseModel):
+    """A model of the Bayesian filter kept whole: the 4-gram weight array."""
+
+    name = pw.CharField(max_length=32, primary_key=True)
+    version = pw.BigIntegerField(default=0)  # bumped by every write
+    data = pw.BlobField()  # zlib of the float32 weights, little-endian
+
+
 class LoginAttempt(BaseModel):
     """One web admin login attempt, kept to slow down password guessing."""
 
@@ -189,6 +197,7 @@ MODELS = (
     BayesToken,
     BayesMeta,
     BayesSeen,
+    BayesModel,
     LoginAttempt,
     ApiToken,
     PolicySetting,

@@ -12,8 +12,9 @@ import pytest
 
 from core import config, db
 from core.message import ParsedMessage, Part
-from core.models import BayesToken
-from core.spam import SpamFilter, bayes_py, scorer, store, tokenizer, training
+from core.models import BayesModel, BayesToken
+from core.spam import (SpamFilter, bayes_py, ngram, ngram_py, scorer, store,
+                       tokenizer, training)
 from tests.support.paths import CORPUS as SHARED_CORPUS
 from tests.support.system import need
 
@@ -270,14 +271,18 @@ def test_expire_drops_old_rare_tokens(database, settings):
     assert store.meta()["epoch"] == 1
 
 
-@pytest.mark.parametrize("method", ["split", "chi", "logistic", "both"])
+@pytest.mark.parametrize("method", scorer.METHODS)
 def test_filter_classifies_and_explains(database, settings, method):
     learner = training.Learner(tokenizer.options(settings))
     for parsed in HAM + SPAM:
         learner.add(parsed, parsed in SPAM)
     learner.flush()
     flt = SpamFilter(settings.replace(bayes_method=method))
-    spam = flt.check(message("cheap pills", "buy cheap viagra now, claim the prize"))
+    # 4-grams alone read the header as much as the words: a spam probe from
+    # the ham sender would be a coin toss for them with twelve messages.
+    sender = "x@spam.example" if method in ("mix", "ngram") else "a@example.net"
+    spam = flt.check(message("cheap pills", "buy cheap viagra now, claim the prize",
+                             sender))
     ham = flt.check(message("meeting", "the project review agenda and build logs"))
     assert spam.probability > 0.5 > ham.probability
     if method == "chi":
@@ -285,7 +290,10 @@ def test_filter_classifies_and_explains(database, settings, method):
         assert spam.verdict == "spam" and spam.score > 3
         assert ham.verdict == "ham" and ham.score <= 0
     names = [name for name, _ in spam.tokens]
-    assert any("viagra" in name for name in names)
+    if method != "ngram":
+        assert any("viagra" in name for name in names)
+    if method in ("mix", "ngram"):
+        assert names[-1] == "(character 4-grams)"
 
 
 def test_explaining_names_each_strong_token_once(database, settings):
@@ -302,7 +310,7 @@ def test_explaining_names_each_strong_token_once(database, settings):
     assert flt.check(probe, explain=False).tokens == []
 
 
-@pytest.mark.parametrize("method", ["split", "chi", "logistic", "both"])
+@pytest.mark.parametrize("method", scorer.METHODS)
 def test_twin_filter_gives_the_same_result(database, settings, compiled_bayes, method):
     for parsed in HAM + SPAM:
         training.learn(parsed, parsed in SPAM, settings)
@@ -403,3 +411,112 @@ def test_learning_one_message_continues_the_stored_weights(database, settings):
                           settings)
     after = BayesToken.get(BayesToken.token == token).weight
     assert after < before
+
+
+# region 4-gram model
+
+
+@pytest.fixture(scope="module")
+def compiled_ngram():
+    need(ngram.COMPILED, "compiled core.fast._ngram (setup.py build_ext)")
+    return ngram.implementation(True)
+
+
+def test_ngram_twins_agree(compiled_ngram):
+    rng = random.Random(7)
+    samples = [b"", b"abc", b"abcd", b"aaaaaaaa", bytes(range(256)) * 3,
+               bytes(rng.randrange(256) for _ in range(3000)),
+               "Subject: cheap pills\n\nbuy now".encode()]
+    fast_w, slow_w = ngram.new_weights(), ngram.new_weights()
+    for number, data in enumerate(samples * 3):
+        fast = compiled_ngram.features(data, ngram.BITS)
+        slow = ngram_py.features(data, ngram.BITS)
+        assert fast == slow
+        assert len(fast) == len(set(fast)) <= max(len(data) - 3, 0)
+        assert compiled_ngram.score(fast_w, fast) == ngram_py.score(slow_w, slow)
+        assert (compiled_ngram.step(fast_w, fast, number % 2 == 0, 16.0, 0.05)
+                == ngram_py.step(slow_w, slow, number % 2 == 0, 16.0, 0.05))
+        assert fast_w == slow_w
+    assert any(fast_w)
+
+
+@pytest.mark.parametrize("impl", ["compiled", "twin"])
+def test_ngram_refuses_bad_input(compiled_ngram, impl):
+    module = compiled_ngram if impl == "compiled" else ngram_py
+    with pytest.raises(ValueError, match="bits"):
+        module.features(b"abcdef", 30)
+    small = array("f", bytes(16))
+    with pytest.raises(ValueError, match="past"):
+        module.score(small, array("I", [1, 9]))
+    with pytest.raises(ValueError, match="past"):
+        module.step(small, array("I", [9]), True, 1.0, 0.0)
+
+
+def test_ngram_step_only_on_or_near_errors(compiled_ngram):
+    weights = ngram.new_weights()
+    grams = compiled_ngram.features(b"buy cheap pills now", ngram.BITS)
+    assert compiled_ngram.step(weights, grams, True, 16.0, 0.05)
+    assert compiled_ngram.score(weights, grams) > 2.9
+    # Right with probability above 0.95 now: no further step.
+    assert not compiled_ngram.step(weights, grams, True, 16.0, 0.05)
+    assert not compiled_ngram.step(weights, array("I"), True, 16.0, 0.05)
+
+
+def test_ngram_text_is_headers_then_bodies_and_capped():
+    parsed = message("hello", "body text " * 1000)
+    parsed.headers.append(("X-Spam-Flag", "YES"))
+    data = ngram.text(parsed)
+    assert data.startswith(b"From: a@example.net\nSubject: hello\n")
+    assert b"X-Spam" not in data and b"\n\nbody text" in data
+    assert len(data) == ngram.MAX_BYTES
+
+
+def test_ngram_weights_are_stored_dumped_and_restored(database, settings, tmp_path):
+    assert store.stats()["ngram_version"] == 0
+    for parsed in HAM + SPAM:
+        training.learn(parsed, parsed in SPAM, settings)
+    weights, version = store.load_ngram(1 << ngram.BITS)
+    assert version == store.stats()["ngram_version"] == 12 and any(weights)
+
+    path = tmp_path / "bayes.dump.gz"
+    store.dump(path)
+    training.learn(message("other", "completely new words here"), False, settings)
+    assert store.load_ngram(1 << ngram.BITS)[0] != weights
+    store.restore(path)
+    restored, new_version = store.load_ngram(1 << ngram.BITS)
+    assert restored == weights and new_version > 13
+
+    # A dump from before the 4-gram model restores to no weights at all.
+    old = tmp_path / "old.dump.gz"
+    with gzip.open(old, "wt", encoding="ascii") as out:
+        out.write(store.DUMP_MAGIC + "\nm\tnham\t1\nm\tnspam\t1\nt\t77\t1\t2\t3\n")
+    store.restore(old)
+    assert BayesModel.select().count() == 0
+    bad = tmp_path / "bad.dump.gz"
+    with gzip.open(bad, "wt", encoding="ascii") as out:
+        out.write(store.DUMP_MAGIC + "\nn\tngram4\t1\tbm90IHpsaWI=\n")
+    with pytest.raises(store.StoreError, match="cannot be read"):
+        store.restore(bad)
+
+
+def test_mix_filter_follows_the_stored_weights(database, settings):
+    settings = settings.replace(bayes_method="mix")
+    for parsed in HAM + SPAM:
+        training.learn(parsed, parsed in SPAM, settings)
+    flt = SpamFilter(settings)
+    probe = message("cheap pills", "buy cheap viagra now, claim the prize")
+    before = flt.check(probe).probability
+    assert flt.scorer.weights_version == 12
+
+    # Learned by this filter: its weights move at once, without a reload.
+    assert flt.learn(probe, False)
+    assert flt.scorer.weights_version == 13
+    assert flt.check(probe).probability < before
+
+    # Learned elsewhere (the quarantine): the next refresh loads them.
+    training.learn(message("more pills", "cheap viagra prize"), True, settings)
+    flt.check(probe)
+    assert flt.scorer.weights_version == 14 == store.ngram_version()
+
+
+# endregion

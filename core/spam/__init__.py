@@ -5,7 +5,8 @@ SpamAssassin-like points (see ``core.spam.scorer.points``), the spam
 probability, a verdict (spam, ham or unsure) and the tokens that weighed
 most. ``bayes_method`` picks how token evidence is combined (chi-square
 over counts, of header and body apart by default, logistic regression over
-trained weights, or the mean of chi-square and logistic; see
+trained weights, the mean of chi-square and logistic, logistic regression
+over character 4-grams, or header/body chi-square and 4-grams together; see
 ``core.spam.scorer``). Build it once per worker: the token table is
 read from the database at the first check and refreshed when the store
 changes.
@@ -26,7 +27,7 @@ import logging
 import time
 
 from core.message import ParsedMessage
-from core.spam import features, scorer, store, tokenizer, training
+from core.spam import features, ngram, scorer, store, tokenizer, training
 from core.spam.store import StoreError
 from core.spam.training import TrainingError
 
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 AUTOLEARN_BATCH = 50
 AUTOLEARN_SECONDS = 60.0
 EXPLAIN = 10
+# The name the 4-gram model's own probability goes by among the clues.
+NGRAM_CLUE = "(character 4-grams)"
 # Token names kept by a filter for explaining (hash -> text), at most this many.
 MAX_NAMES = 20000
 
@@ -77,9 +80,11 @@ class SpamFilter:
                                     getattr(settings, "bayes_method", "split"))
         self.low = settings.bayes_unsure_low
         self.high = settings.bayes_unsure_high
+        self.grams = ngram.implementation(compiled)
         self.learner = training.Learner(self.opts, self.tokenizer,
                                         on_write=self.scorer.add,
-                                        table=self._table, compiled=compiled)
+                                        table=self._table, compiled=compiled,
+                                        on_weights=self._weights)
         self.flushed_at = time.monotonic()
         self._names: dict[int, str] = {}
         self.uribl = None
@@ -92,6 +97,11 @@ class SpamFilter:
         # The weights the next fit starts from: this worker's table, current.
         self.scorer.refresh(0.0)
         return self.scorer.table
+
+    def _weights(self):
+        # The 4-gram weights the next fit starts from: this worker's, current.
+        self.scorer.refresh(0.0)
+        return self.scorer.weights, self.scorer.set_weights
 
     def _autolearn(self, parsed: ParsedMessage, probability: float) -> str:
         s = self.settings
@@ -123,7 +133,13 @@ class SpamFilter:
             return None, [], (f"Bayes not trained enough: {nham} ham and {nspam} "
                               f"spam learned, {max(need, 1)} of each needed")
 
-        if self.scorer.method == "split":
+        method = self.scorer.method
+        grams = None
+        if method in ("mix", "ngram"):
+            grams = self.grams.features(ngram.text(parsed), ngram.BITS)
+        if method == "ngram":
+            tokens = segments = None
+        elif method in ("split", "mix"):
             head, body = features.parts(parsed)
             head_tokens = self.tokenizer.hash_segments(head, self.opts)
             # The per-message cap holds for both parts together, as in training.
@@ -134,7 +150,8 @@ class SpamFilter:
         else:
             segments = features.segments(parsed)
             tokens = self.tokenizer.hash_segments(segments, self.opts)
-        probability, _, top = self.scorer.probability(tokens, EXPLAIN if explain else 0)
+        probability, _, top = self.scorer.probability(
+            tokens, EXPLAIN if explain else 0, grams)
         named = []
         if top:
             names = self._names
@@ -149,6 +166,9 @@ class SpamFilter:
                 names.update(found)
             named = [(names.get(t) or f"#{t & 0xFFFFFFFFFFFFFFFF:016x}", round(f, 4))
                      for t, f in top]
+        if explain and grams is not None:
+            named.append((NGRAM_CLUE, round(
+                scorer.sigmoid(self.scorer.ngram(grams)), 4)))
         return probability, named, ""
 
     def check(self, parsed: ParsedMessage, explain: bool = True) -> SpamResult:

@@ -4,7 +4,11 @@ Learning is batched: counts of many messages are summed in memory and
 written with one ``executemany`` upsert per batch, inside one transaction
 (SQLite and PostgreSQL both take ``INSERT ... ON CONFLICT DO UPDATE``).
 Every write bumps the ``generation`` meta value, which is how a running
-filter sees that its in-memory table is stale.
+filter sees that its in-memory table is stale. The character 4-gram weights
+(``core.spam.ngram``) are one row of ``bayes_model``: the float32 array,
+zlib-compressed, with a ``version`` bumped by every write. Dumps carry it as
+an ``n`` line (base64); older dumps without one restore to no weights, and
+older releases refuse dumps that have one.
 
 Limits: a token's ``last_seen`` moves only when it is learned, not when it
 is scored, so expiry drops tokens that training has not seen recently.
@@ -12,21 +16,26 @@ is scored, so expiry drops tokens that training has not seen recently.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import logging
+import sys
 import time
+import zlib
 from array import array
 from pathlib import Path
 
 import peewee as pw
 
 from core import models
-from core.models import BayesMeta, BayesSeen, BayesToken
+from core.models import BayesMeta, BayesModel, BayesSeen, BayesToken
+from core.spam import ngram
 
 log = logging.getLogger(__name__)
 
 DUMP_MAGIC = "# portcullis-bayes 1"
 BATCH_ROWS = 2000
+NGRAM = "ngram4"
 # generation: bumped by every write; epoch: bumped when rows may have gone
 # (expiry, restore), which an incremental reload cannot see.
 META_KEYS = ("nham", "nspam", "generation", "epoch")
@@ -156,6 +165,49 @@ def load_tokens(table, tokens) -> None:
                        array("I", columns[2]), array("d", columns[3]))
 
 
+def _pack(weights: array) -> bytes:
+    if sys.byteorder != "little":
+        weights = array("f", weights)
+        weights.byteswap()
+    return zlib.compress(weights.tobytes(), 1)
+
+
+def _unpack(data: bytes, size: int) -> array:
+    raw = zlib.decompress(data)
+    if len(raw) != 4 * size:
+        raise StoreError(f"the 4-gram weights hold {len(raw) // 4} values, not "
+                         f"{size}; retrain with 'portcullis bayes train'")
+    weights = array("f", raw)
+    if sys.byteorder != "little":
+        weights.byteswap()
+    return weights
+
+
+def ngram_version() -> int:
+    """The version of the stored 4-gram weights (0: none stored)."""
+    row = (BayesModel.select(BayesModel.version)
+           .where(BayesModel.name == NGRAM).tuples().first())
+    return row[0] if row else 0
+
+
+def load_ngram(size: int) -> tuple[array | None, int]:
+    """(the stored 4-gram weights or None, their version)."""
+    row = BayesModel.get_or_none(BayesModel.name == NGRAM)
+    if row is None:
+        return None, 0
+    return _unpack(bytes(row.data), size), row.version
+
+
+def save_ngram(weights: array) -> int:
+    """Store the 4-gram weights; returns their new version."""
+    database = models.db.obj
+    with database.atomic():
+        version = ngram_version() + 1
+        BayesModel.replace(name=NGRAM, version=version,
+                           data=_pack(weights)).execute()
+    return version
+
+
 def counts(token: int) -> tuple[int, int]:
     row = BayesToken.get_or_none(BayesToken.token == token)
     return (row.ham, row.spam) if row else (0, 0)
@@ -206,6 +258,7 @@ def stats() -> dict[str, int]:
         "tokens": tokens,
         "learned_messages": BayesSeen.select().count(),
         "generation": values["generation"],
+        "ngram_version": ngram_version(),
     }
 
 
@@ -232,6 +285,10 @@ def dump(path) -> int:
             written += len(rows)
         for row in BayesSeen.select().tuples():
             out.write(f"s\t{row[0]}\t{int(row[1])}\t{row[2]}\n")
+        for name, version, data in BayesModel.select(
+                BayesModel.name, BayesModel.version, BayesModel.data).tuples():
+            encoded = base64.b64encode(bytes(data)).decode("ascii")
+            out.write(f"n\t{name}\t{version}\t{encoded}\n")
     tmp.replace(path)
     return written
 
@@ -241,6 +298,7 @@ def restore(path) -> dict[str, int]:
     path = Path(path)
     tokens: list[tuple] = []
     marks: list[dict] = []
+    blobs: list[dict] = []
     values = dict.fromkeys(META_KEYS, 0)
     try:
         with gzip.open(path, "rt", encoding="ascii") as handle:
@@ -260,9 +318,15 @@ def restore(path) -> dict[str, int]:
                 elif fields[0] == "s" and len(fields) == 4:
                     marks.append({"digest": fields[1], "spam": fields[2] == "1",
                                   "day": int(fields[3])})
+                elif fields[0] == "n" and len(fields) == 4 and fields[1] == NGRAM:
+                    # Dumps made before the 4-gram model have no such line.
+                    data = base64.b64decode(fields[3], validate=True)
+                    _unpack(data, 1 << ngram.BITS)
+                    blobs.append({"name": fields[1], "version": int(fields[2]),
+                                  "data": data})
                 else:
                     raise StoreError(f"{path} line {number}: not a dump line")
-    except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, ValueError, zlib.error) as exc:
         raise StoreError(f"{path} cannot be read as a Bayes dump: {exc}") from None
 
     database = models.db.obj
@@ -273,6 +337,8 @@ def restore(path) -> dict[str, int]:
         old_generation, old_epoch = old["generation"], old["epoch"]
         BayesToken.delete().execute()
         BayesSeen.delete().execute()
+        old_version = ngram_version()
+        BayesModel.delete().execute()
         BayesMeta.delete().where(BayesMeta.key.in_(META_KEYS)).execute()
         cursor = database.cursor()
         sql = (f"INSERT INTO {table} (token, ham, spam, last_seen, weight) "
@@ -281,6 +347,10 @@ def restore(path) -> dict[str, int]:
             cursor.executemany(sql, tokens[start:start + BATCH_ROWS])
         for start in range(0, len(marks), 500):
             BayesSeen.insert_many(marks[start:start + 500]).execute()
+        for blob in blobs:
+            # A running filter reloads the weights when their version moves.
+            blob["version"] = max(blob["version"], old_version) + 1
+            BayesModel.insert(**blob).execute()
         values["generation"] = max(values["generation"], old_generation) + 1
         values["epoch"] = max(values["epoch"], old_epoch) + 1
         BayesMeta.insert_many(

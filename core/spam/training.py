@@ -12,12 +12,17 @@ spam) take a step for each message the weights do not already classify with
 the margin ``scorer.LR_MARGIN``, until a pass takes none or after
 ``scorer.LR_PASSES`` (train until no errors, TONE). The weights start from
 the store's, so training in several batches continues one online fit.
+The character 4-gram weights (``core.spam.ngram``) are fitted the same way,
+``ngram.PASSES`` passes with ``ngram.rate()`` and ``ngram.MARGIN``, and
+stored whole after each batch.
 
 Limits: the passes see one batch at a time (``BATCH_MESSAGES``), so a
 training set much larger than a batch is fitted batch after batch rather
 than in passes over all of it; a Learner without a table of its own reads
 the whole store once, at its first write of more than ``FEW_MESSAGES``
-messages, to start from its weights.
+messages, to start from its weights. Two processes learning at the same
+moment each store the 4-gram weights they fitted: the later write wins and
+the other's steps on them are lost (its counts are not).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Callable, Iterable, Iterator
 
 from core.message import ParsedMessage
 from core.models import BayesSeen
-from core.spam import scorer, store, tokenizer
+from core.spam import ngram, scorer, store, tokenizer
 from core.spam.tokenspec import Options
 
 log = logging.getLogger(__name__)
@@ -87,7 +92,7 @@ class Learner:
     """Sums the counts of learned messages and writes them in batches."""
 
     def __init__(self, opts: Options = Options(), impl=None, on_write=None,
-                 table=None, compiled: bool | None = None):
+                 table=None, compiled: bool | None = None, on_weights=None):
         self.opts = opts
         self.impl = impl
         self.on_write = on_write  # called with (deltas, nham, nspam)
@@ -95,15 +100,20 @@ class Learner:
         # changes in place (a running filter's); None: read from the store.
         self.table = table
         self.bayes = scorer.implementation(compiled)
+        self.grams = ngram.implementation(compiled)
+        # A callable giving (4-gram weights or None, a callable taking the
+        # fitted weights and their stored version): a running filter's.
+        self.on_weights = on_weights
         self.own_table = None
-        self.pending: list[tuple[str, bool, array]] = []
+        self.pending: list[tuple[str, bool, array, array]] = []
         self.learned = 0
         self.skipped = 0
 
     def add(self, parsed: ParsedMessage, is_spam: bool) -> None:
         tokens = array("q", sorted(set(
             tokenizer.tokenize(parsed, self.opts, self.impl))))
-        self.pending.append((digest(parsed), bool(is_spam), tokens))
+        grams = self.grams.features(ngram.text(parsed), ngram.BITS)
+        self.pending.append((digest(parsed), bool(is_spam), tokens, grams))
         if len(self.pending) >= BATCH_MESSAGES:
             self.flush()
 
@@ -113,7 +123,8 @@ class Learner:
         if len(messages) <= FEW_MESSAGES and self.own_table is None:
             # One message from the quarantine: its own rows are enough.
             table = self.bayes.CountTable(1024)
-            store.load_tokens(table, [t for _, _, tokens in messages for t in tokens])
+            store.load_tokens(table, [t for _, _, tokens, _ in messages
+                                      for t in tokens])
             return table
         if self.own_table is None:
             self.own_table = self.bayes.CountTable(
@@ -121,7 +132,7 @@ class Learner:
             store.load(self.own_table)
         return self.own_table
 
-    def fit(self, messages: list[tuple[str, bool, array]]) -> dict[int, float]:
+    def fit(self, messages: list[tuple]) -> dict[int, float]:
         """TONE passes over ``messages``; returns the weight change per token."""
         table = self._weights(messages)
         changed = self.bayes.CountTable(1024)
@@ -133,7 +144,7 @@ class Learner:
             # is repeatable): an online fit does better than in one order.
             random.Random(number).shuffle(ordered)
             steps = 0
-            for _, is_spam, tokens in ordered:
+            for _, is_spam, tokens, _ in ordered:
                 if tone(table, tokens, is_spam, scorer.LR_RATE, scorer.LR_MARGIN,
                         changed):
                     steps += 1
@@ -143,13 +154,40 @@ class Learner:
         get = changed.get_weight
         return {token: get(token) for token in touched}
 
+    def fit_ngram(self, messages: list[tuple]) -> None:
+        """TONE passes of the 4-gram weights over ``messages``; stores them."""
+        weights = keep = None
+        if self.on_weights is not None:
+            current, keep = self.on_weights()
+            if current is not None:
+                # A copy: the running filter keeps scoring with the old
+                # weights until the new ones are stored.
+                weights = array("f", current)
+        if weights is None:
+            weights, _ = store.load_ngram(1 << ngram.BITS)
+        if weights is None:
+            weights = ngram.new_weights()
+        step = self.grams.step
+        ordered = sorted(messages, key=lambda m: m[0])
+        for number in range(ngram.PASSES):
+            random.Random(number).shuffle(ordered)
+            steps = 0
+            for _, is_spam, _, grams in ordered:
+                steps += step(weights, grams, is_spam, ngram.rate(is_spam),
+                              ngram.MARGIN)
+            if not steps:
+                break
+        version = store.save_ngram(weights)
+        if keep is not None:
+            keep(weights, version)
+
     def flush(self) -> int:
         """Write what is pending; returns how many messages changed counts."""
         if not self.pending:
             return 0
         batch, self.pending = self.pending, []
         known: dict[str, bool] = {}
-        digests = list({d for d, _, _ in batch})
+        digests = list({m[0] for m in batch})
         for start in range(0, len(digests), 500):
             query = BayesSeen.select().where(
                 BayesSeen.digest.in_(digests[start:start + 500]))
@@ -158,8 +196,8 @@ class Learner:
         deltas: dict[int, list] = {}
         nham = nspam = changed = 0
         marks: dict[str, bool] = {}
-        learned: list[tuple[str, bool, array]] = []
-        for key, is_spam, tokens in batch:
+        learned: list[tuple] = []
+        for key, is_spam, tokens, grams in batch:
             before = marks.get(key, known.get(key))
             if before is is_spam:
                 self.skipped += 1
@@ -181,7 +219,7 @@ class Learner:
             nham += dh
             nspam += ds
             marks[key] = is_spam
-            learned.append((key, is_spam, tokens))
+            learned.append((key, is_spam, tokens, grams))
             changed += 1
 
         if changed:
@@ -189,6 +227,7 @@ class Learner:
                 deltas[token].append(weight)
             store.apply(deltas, nham, nspam)
             store.mark_seen(marks)
+            self.fit_ngram(learned)
             if self.on_write is not None:
                 self.on_write(deltas, nham, nspam)
         self.learned += changed
