@@ -13,6 +13,11 @@ also puts back into ``incoming`` any message a dead filter worker left in
 ``filtering`` (the delivery process does the same for ``sending`` when it
 starts, being the only one).
 
+Before any child starts, every listen address is tried: one that cannot
+be bound stops the start with a line naming its key. Each child asks the
+kernel for SIGTERM when the supervisor dies, so a supervisor killed with
+SIGKILL does not leave its children running unsupervised.
+
 ``python -m core.runner [--config FILE]`` runs it without the CLI.
 """
 
@@ -25,6 +30,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -67,11 +73,29 @@ def _set_process_name(name: str) -> None:
         pass
 
 
-def _child(name: str, module: str, func: str, args: tuple) -> None:
+def _end_with_parent(parent: int) -> None:
+    """SIGTERM this process when the supervisor dies (Linux PR_SET_PDEATHSIG).
+
+    A supervisor killed with SIGKILL cannot drain its children; without
+    this they would go on unsupervised, holding the data_dir lock, so no
+    new gateway could start. SIGTERM lets each drain as it would anyway.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # it died before the call above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _child(name: str, module: str, func: str, args: tuple, parent: int) -> None:
     _set_process_name(name)
     # The supervisor's handlers must not run in a child.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with_parent(parent)
     target = getattr(importlib.import_module(module), func)
     target(*args)
 
@@ -93,7 +117,8 @@ class Child:
     def start(self, context) -> None:
         self.process = context.Process(
             target=_child, name=f"portcullis-{self.name}",
-            args=(self.name, self.module, self.func, self.args), daemon=False)
+            args=(self.name, self.module, self.func, self.args, os.getpid()),
+            daemon=False)
         self.process.start()
         self.started_at = time.monotonic()
         self.restart_at = None
@@ -223,6 +248,30 @@ def banner(settings) -> str:
     ])
 
 
+def busy_listeners(settings) -> list[str]:
+    """One line for each listen address that cannot be bound now.
+
+    Checked before any child starts: a child that cannot bind would die
+    and be restarted for ever, while the banner claimed it listens.
+    """
+    problems = []
+    for key in ("smtp_listen_in", "smtp_listen_out", "web_listen"):
+        host, port = getattr(settings, key)
+        if not host:
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As the listeners themselves do, so a port in TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                problems.append(
+                    f"cannot listen on {_address((host, port))} ({key}): "
+                    f"{exc.strerror or exc}; stop what holds it or set {key}")
+    return problems
+
+
 def lock_data_dir(settings):
     """Hold an exclusive lock on the data directory for this process's life.
 
@@ -267,6 +316,11 @@ def run(settings) -> int:
         print(f"portcullis: another gateway is running on data_dir "
               f"{settings.data_dir}; stop it first (or give this one its own "
               f"data_dir)", file=sys.stderr)
+        return 1
+    problems = busy_listeners(settings)
+    if problems:
+        for line in problems:
+            print(f"portcullis: {line}", file=sys.stderr)
         return 1
     database = db.open_database(settings.database_url)
     applied = db.migrate(database)

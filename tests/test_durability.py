@@ -173,3 +173,70 @@ def test_second_gateway_on_one_data_dir_refuses_to_start(tmp_path):
     held.close()
     assert done.returncode == 1
     assert "another gateway is running" in done.stderr
+
+
+def test_busy_port_stops_start_with_a_message(tmp_path):
+    """A listener that cannot bind must not become a restart loop."""
+    import socket
+    import subprocess
+    import sys
+
+    from core import config
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        conf = tmp_path / "portcullis.conf"
+        conf.write_text(f'data_dir = "{tmp_path}"\nweb_listen = ""\n'
+                        f'smtp_listen_in = "127.0.0.1:{port}"\n'
+                        'smtp_listen_out = ""\nvirus_scan = false\n')
+        done = subprocess.run(
+            [sys.executable, "-m", "core.runner", "--config", str(conf)],
+            capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"},
+            cwd=str(config.Path(__file__).resolve().parents[1]))
+
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port} (smtp_listen_in)" in done.stderr
+    assert "set smtp_listen_in" in done.stderr
+    assert "portcullis: smtp in" not in done.stdout  # no banner claiming it
+
+
+def test_children_end_when_the_supervisor_is_killed(tmp_path, sink, dns_server):
+    """kill -9 of the supervisor alone: its children drain and exit too."""
+    gw = Gateway(tmp_path, sink.address, dns_port=dns_server.port,
+                 bayes_enabled=False, virus_scan=False)
+    gw.start()
+    try:
+        children = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()
+                    and _parent(int(entry)) == gw.proc.pid]
+        assert children
+        os.kill(gw.proc.pid, signal.SIGKILL)
+        gw.proc.wait(10)
+        gw.proc = None
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(_exists(p) for p in children):
+            time.sleep(0.2)
+        assert not any(_exists(p) for p in children)
+
+        gw.start()  # the data_dir lock went with them
+    finally:
+        gw.kill9()
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+def _exists(pid: int) -> bool:
+    # A child that exited but is not reaped yet is a zombie: gone for us.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
