@@ -36,7 +36,17 @@ def _settings(args) -> _config.Settings:
 def _open_db(settings, need_schema: bool = True):
     from core import db
 
-    database = db.open_database(settings.database_url)
+    url = settings.database_url
+    if need_schema and url.startswith("sqlite:///") \
+            and not Path(url[len("sqlite:///"):]).exists():
+        # Opening would create an empty database here: a second gateway
+        # nobody meant to make, usually from running in the wrong folder.
+        where = ("no config file was found" if settings.source == "defaults"
+                 else f"settings from {settings.source}")
+        raise CliError(f"no database at {url[len('sqlite:///'):]} ({where}); run "
+                       "from the gateway's folder, give --config FILE, or run "
+                       "'portcullis init' to set up a new gateway here")
+    database = db.open_database(url)
     if need_schema:
         missing = db.pending(database)
         if missing:
