@@ -235,12 +235,12 @@ SCHEMA: tuple[Key, ...] = (
     Key("max_recipients", _nonneg_int, 1000,
         "Recipients per message; more get 452 4.5.3."),
     Key("bare_lf", _choice("normalise", "reject"), "normalise",
-        "Bare LF or CR in DATA: normalise to CRLF, or refuse with 550 5.5.2."),
+        "Bare LF or CR in DATA: normalise (to CRLF) or reject (550 5.5.2)."),
     # Accept by default: 15 of the 4538 messages of the ham/spam corpus have
     # such lines, real mail that a refusal would lose.
     Key("long_lines", _choice("reject", "accept"), "accept",
-        "Message lines over 1000 octets (RFC 5321 4.5.3.1.6): accept them "
-        "unchanged, or refuse with 500 5.5.2 after the final dot."),
+        "Message lines over 1000 octets (RFC 5321 4.5.3.1.6): accept (them "
+        "unchanged) or reject (500 5.5.2 after the final dot)."),
     Key("greet_pause", _nonneg_float, 1.0,
         "Seconds to wait before the 220 banner; a client that talks first gets "
         "554 5.5.1 and is disconnected (trusted networks skip it); 0 is off."),

@@ -19,8 +19,10 @@ import argparse
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -212,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     # The gateway's clamd_stream_max default is clamd's own default (25 MiB):
     # the two must agree, or a large message cannot be scanned.
     daemon = Clamd(program, folder, stream_max=25 * 1024 * 1024)
+    # SIGTERM ends it as Ctrl-C does, so clamd does not outlive this script.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     daemon.start()
     print(f"clamd ready: unix:{daemon.unix_socket} and "
           f"{daemon.tcp_setting}; Ctrl-C stops it", flush=True)
