@@ -12,6 +12,7 @@ import pytest
 from core.message import ParsedMessage, Part
 from core.spam import features, tokenize_py, tokenizer
 from core.spam import tokenspec as ts
+from core.spam.training import strip_envelope
 from tests.support import paths
 from tests.support.system import need
 
@@ -317,6 +318,156 @@ def test_works_without_the_compiled_module():
             "from core.spam import tokenizer, scorer;"
             "from core.message import ParsedMessage;"
             "assert not tokenizer.COMPILED and not scorer.COMPILED;"
+            "parsed = ParsedMessage(headers=[('Subject', 'x y')]);"
+            "print(len(tokenizer.tokenize(parsed)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    assert int(out) > 0
+
+
+# The compiled feature step (core.fast._features) against its twin.
+
+@pytest.fixture(scope="module")
+def fast_features():
+    need(tokenizer.COMPILED, "compiled core.fast._tokenize (setup.py build_ext)")
+    module = tokenizer.features_for(tokenizer.implementation(True))
+    need(module is not features, "compiled core.fast._features (setup.py build_ext)")
+    return module
+
+
+def _parsed_or_none(data: bytes):
+    try:
+        return parse(data)
+    except Exception:  # what the parser refuses never reaches the features
+        return None
+
+
+def _assert_same_features(fast_features, parsed):
+    assert fast_features.segments(parsed) == features.segments(parsed)
+    assert fast_features.parts(parsed) == features.parts(parsed)
+
+
+def test_routing_pairs_each_tokenizer_with_its_feature_step(fast_features):
+    assert tokenizer.features_for(tokenizer.implementation(False)) is features
+    assert tokenizer.features_for(tokenizer.implementation(True)) is fast_features
+
+
+def test_compiled_features_equal_the_twin_on_every_case(fast_features):
+    inputs = sorted(CASES.glob("*/input.eml"))
+    need(bool(inputs), "the cases in ../shared/cases")
+    for path in inputs:
+        parsed = _parsed_or_none(path.read_bytes())
+        if parsed is not None:
+            _assert_same_features(fast_features, parsed)
+
+
+def test_compiled_features_equal_the_twin_on_the_corpus(fast_features):
+    need(CORPUS.is_dir(), "the dev corpus in ../shared/corpus")
+    files = sorted(CORPUS.glob("*/*.eml"))[::20]
+    assert files
+    for path in files:
+        parsed = _parsed_or_none(strip_envelope(path.read_bytes()))
+        if parsed is not None:
+            _assert_same_features(fast_features, parsed)
+
+
+ODD_HTML = [
+    "", "<", "&", "<img", "<img>", "<IMG SRC=x>" + "word " * 30,
+    "<img src=x>" + "ab " * 19, "<img src=x>" + "ab " * 20,
+    "<img>" + "<" + "x" * 3999 + ">" + " tail", "<img>" + "<" + "x" * 4000 + ">",
+    "<img>" + "&amp;&#65;&abcdefghij;&abcdefghijk;&;&\u017f;&\u0131x;ab",
+    "<img>" + "&a\u212a;&\u00e9;" + "caf\u00e9 na\u00efve \u65e5\u672c \u0661\u0662",
+    "<img>" + "a_b c_d __ x1 \u00b2\u00b3 \u2460\u2461",
+    "<div style='display : none'>x</div>", "DISPLAY:NONE", "d i s p l a y : n o n e",
+    "<font size = \"1\">", "<font size=1>", "font-size: 1 px", "font-size:0",
+    "visibility: hidden", "s", "size=", "<span style='font-size:1p'>",
+    "<a href='http://evil.example/'>www.bank.example</a>",
+    "<a href=\"http://www.bank.example/x\">bank.example</a>",
+    "<a href=http://bank.example>login.bank.example</a>",
+    "<a title=x>www.a.example</a>", "<a href=>x.example</a>",
+    "<a href='mailto:x@y.example'>y.example</a>",
+    "<a href='http://u:p@host.example:80/'>other.example</a>",
+    "<a href='http:'>http.example</a>", "<a href=x>a.b</a>",
+    "<a href=x>\u00e9.example</a>", "<a href=x>-.ab</a>", "<a href=x>x.a1</a>",
+    "<a href=x>" * 200 + "y.example", "<a " + "x" * 3000 + ">z.example",
+    "<img src=x>" + "<" * 60000, "<a href=x>" * 20000, "<a " + "x" * 60000,
+    "<font size=1>" + "www." * 20000, "&" * 60000 + "<img>", "<img>" * 30000,
+    "s i " * 30000, "\U0001f600<img>" + "ab cd " * 5,
+]
+
+
+def test_compiled_html_features_equal_the_twin(fast_features):
+    for html in ODD_HTML:
+        fast: list = []
+        slow: list = []
+        fast_features.html_features(html, fast)
+        features.html_features(html, slow)
+        assert fast == slow, html[:80]
+
+
+def test_compiled_features_equal_the_twin_on_random_html(fast_features):
+    rng = random.Random(99)
+    pieces = ["<img src=x>", "<a href='http://a.example/'>", "b.example", "</a>",
+              "&amp;", "&#65;", "&", ";", "<", ">", " ", "ab", "x1", "_",
+              "display", ":", "none", "size", "=", "\"1\"", "0", "font-", "\u017f",
+              "\u00e9", "\u212a", "\u65e5", "\U0001f600", ".", "-", "\n"]
+    for _ in range(400):
+        html = "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 120)))
+        fast: list = []
+        slow: list = []
+        fast_features.html_features(html, fast)
+        features.html_features(html, slow)
+        assert fast == slow, html
+
+
+ODD_HEADERS = [
+    ("Received", "from a.b (c.d [10.0.0.1]) by x.y.z; date"),
+    ("Received", "from a..b .c.d e.-f g@h.i j_k.l m-n.o-p @q.r 1.2.3.4.5 1.2.3"),
+    ("Received", "from foo.@bar.com a.b@c.d x.y. .z ..w v.\u00e9x \u212aelvin.example"),
+    ("Received", "\u0130stanbul.example by \u00c9.example 300.1.1.1 a.b.c.d.e.f"),
+    ("Received", " ".join(f"h{i}.example.net" for i in range(30))),
+    ("Received", "a.b " * 400 + "; c.d"),
+    ("Received", ""), ("Received", ";x.y"), ("RECEIVED", "from up.example"),
+    ("Message-ID", "<1234.abc@mail.example.net>"), ("Message-ID", "no-at-sign"),
+    ("Message-ID", "  <AAbb99__\u00e9\u00c9\U0001f600@Dom.Example>  "),
+    ("Message-ID", "<" + "aZ9" * 200 + "@x>"), ("Message-ID", ""),
+    ("Message-Id", "<@>"), ("Content-Type", "text/plain; charset=\"UTF-8\""),
+    ("Content-Type", "multipart/mixed; CHARSET = koi8-r;"), ("content-type", ";"),
+    ("Subject", "Hi \u00e9 there"), ("X-Mailer", " Mailer 1.0 "),
+    ("X-Spam-Flag", "YES"), ("", "empty name"), ("From", None),
+    (" Subject ", "spaced name"), ("X-" + "y" * 100, "long name"),
+]
+
+
+def test_compiled_header_features_equal_the_twin(fast_features):
+    parsed = ParsedMessage(headers=list(ODD_HEADERS), from_addresses=[],
+                           defects=["bad \u00e9" * 20], malformed=True)
+    _assert_same_features(fast_features, parsed)
+    for header in ODD_HEADERS:
+        one = ParsedMessage(headers=[header], from_addresses=["a@b", "c@d"])
+        _assert_same_features(fast_features, one)
+
+
+def test_compiled_features_stay_bounded_on_hostile_cases(fast_features):
+    # A hang guard, not a benchmark: bench/bayes.py measures the real cost.
+    import time
+
+    for case in HOSTILE:
+        path = CASES / case / "input.eml"
+        need(path.is_file(), f"case {case}")
+        parsed = parse(path.read_bytes())
+        started = time.monotonic()
+        fast = fast_features.segments(parsed)
+        assert time.monotonic() - started < 2.0
+        assert fast == features.segments(parsed)
+
+
+def test_compiled_tokenizer_works_without_the_compiled_features():
+    code = ("import sys; sys.modules['core.fast._features'] = None;"
+            "from core.spam import features, tokenizer;"
+            "from core.message import ParsedMessage;"
+            "impl = tokenizer.implementation();"
+            "assert tokenizer.features_for(impl) is features;"
             "parsed = ParsedMessage(headers=[('Subject', 'x y')]);"
             "print(len(tokenizer.tokenize(parsed)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,

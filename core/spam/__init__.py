@@ -27,7 +27,7 @@ import logging
 import time
 
 from core.message import ParsedMessage
-from core.spam import features, ngram, scorer, store, tokenizer, training
+from core.spam import ngram, scorer, store, tokenizer, training
 from core.spam.store import StoreError
 from core.spam.training import TrainingError
 
@@ -76,6 +76,7 @@ class SpamFilter:
         self.settings = settings
         self.opts = tokenizer.options(settings)
         self.tokenizer = tokenizer.implementation(compiled)
+        self.features = tokenizer.features_for(self.tokenizer)
         self.scorer = scorer.Scorer(compiled,
                                     getattr(settings, "bayes_method", "split"))
         self.low = settings.bayes_unsure_low
@@ -140,7 +141,7 @@ class SpamFilter:
         if method == "ngram":
             tokens = segments = None
         elif method in ("split", "mix"):
-            head, body = features.parts(parsed)
+            head, body = self.features.parts(parsed)
             head_tokens = self.tokenizer.hash_segments(head, self.opts)
             # The per-message cap holds for both parts together, as in training.
             rest = dataclasses.replace(
@@ -148,7 +149,7 @@ class SpamFilter:
             tokens = (head_tokens, self.tokenizer.hash_segments(body, rest))
             segments = head + body
         else:
-            segments = features.segments(parsed)
+            segments = self.features.segments(parsed)
             tokens = self.tokenizer.hash_segments(segments, self.opts)
         probability, _, top = self.scorer.probability(
             tokens, EXPLAIN if explain else 0, grams)

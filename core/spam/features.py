@@ -60,6 +60,7 @@ _TEXT_HOST_RE = re.compile(r"(?:https?://)?((?:[a-z0-9-]{1,63}\.)+[a-z]{2,24})\b
 # Dotted names and addresses in a Received field (ASCII only, as DNS is).
 # Starts only at a word start and never backtracks: linear in the field.
 _RCVD_WORD = re.compile(r"(?<![a-z0-9@_.-])[a-z0-9][a-z0-9@_-]*+(?:\.[a-z0-9_-]++)+")
+_CHARSET_RE = re.compile(r"charset\s*=\s*\"?([^\";\s]{1,40})", re.I)
 _HIDDEN = ("display:none", "visibility:hidden", "font-size:0", "font-size:1px",
            "size=0", "size=\"0\"", "size=1>", "size=\"1\"")
 
@@ -124,7 +125,7 @@ def _message_id(value: str, out: list) -> None:
 def _content_type(value: str, out: list, prefix: bytes) -> None:
     main, _, params = value.partition(";")
     out.append((prefix, main.strip().lower()[:64].encode(), LITERAL))
-    match = re.search(r"charset\s*=\s*\"?([^\";\s]{1,40})", params[:2000], re.I)
+    match = _CHARSET_RE.search(params[:2000])
     if match:
         out.append((b"charset:", match.group(1).lower().encode(), LITERAL))
 
