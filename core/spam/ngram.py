@@ -23,7 +23,7 @@ from __future__ import annotations
 from array import array
 
 from core.message import ParsedMessage
-from core.spam import ngram_py
+from core.spam import builds, ngram_py
 
 try:
     from core.fast import _ngram as _compiled
@@ -48,13 +48,8 @@ SKIP_PREFIXES = ("x-spam", "x-bogosity", "x-portcullis", "x-virus")
 
 
 def implementation(compiled: bool | None = None):
-    if compiled is None:
-        return _compiled if COMPILED else ngram_py
-    if compiled and not COMPILED:
-        raise RuntimeError(
-            "core.fast._ngram is not built; run "
-            "'.venv/bin/python setup.py build_ext --inplace'")
-    return _compiled if compiled else ngram_py
+    """The compiled ngram module, or the twin (ngram_py)."""
+    return builds.choose(_compiled, ngram_py, compiled, "_ngram")
 
 
 def text(parsed: ParsedMessage, limit: int = MAX_BYTES) -> bytes:

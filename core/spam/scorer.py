@@ -41,7 +41,7 @@ import logging
 import math
 import time
 
-from core.spam import bayes_py, ngram, store
+from core.spam import bayes_py, builds, ngram, store
 
 try:
     from core.fast import _bayes as _compiled
@@ -80,14 +80,8 @@ SPLIT_EPSILON = 1e-15
 
 
 def implementation(compiled: bool | None = None):
-    if compiled is None:
-        return _compiled if COMPILED else bayes_py
-    if compiled and not COMPILED:
-        raise RuntimeError(
-            "core.fast._bayes is not built; run "
-            "'.venv/bin/python setup.py build_ext --inplace'"
-        )
-    return _compiled if compiled else bayes_py
+    """The compiled bayes module, or the twin (bayes_py)."""
+    return builds.choose(_compiled, bayes_py, compiled, "_bayes")
 
 
 def _logodds(probability: float) -> float:

@@ -10,7 +10,7 @@ The compiled tokenizer takes its segments from the compiled feature step
 from __future__ import annotations
 
 from core.message import ParsedMessage
-from core.spam import features, tokenize_py
+from core.spam import builds, features, tokenize_py
 from core.spam.tokenspec import Options
 
 try:
@@ -29,14 +29,7 @@ _IMPL = _compiled if COMPILED else tokenize_py
 
 def implementation(compiled: bool | None = None):
     """The module that hashes segments; ``compiled=False`` forces the twin."""
-    if compiled is None:
-        return _IMPL
-    if compiled and not COMPILED:
-        raise RuntimeError(
-            "core.fast._tokenize is not built; run "
-            "'.venv/bin/python setup.py build_ext --inplace'"
-        )
-    return _compiled if compiled else tokenize_py
+    return builds.choose(_compiled, tokenize_py, compiled, "_tokenize")
 
 
 def features_for(impl=None):
