@@ -12,7 +12,8 @@ is sent to clamd when it is parsed and its answer read when it is judged,
 so no thread is needed), and up to
 ``BATCH`` messages are made durable together (one directory fsync).
 A worker that dies half-way leaves its messages in ``filtering``, where
-the supervisor's sweep or ``Spool.recover`` finds them.
+the supervisor's sweep (at once: a live worker holds a lock on each of its
+claims, ``Spool.hold``) or ``Spool.recover`` finds them.
 
 Each stage logs one line at debug level; at info level a message gets its
 closing line (``event=filtered`` with the verdict, the rule and the time
@@ -291,6 +292,8 @@ class FilterWorker:
         self._held: dict[str, float] = {}
         # Claimed by this worker and not yet committed.
         self._claimed: set[str] = set()
+        # qid -> descriptor of the lock that marks the claim as live.
+        self._holds: dict[str, int] = {}
 
     def run(self) -> None:
         while not self.stopping:
@@ -309,6 +312,12 @@ class FilterWorker:
         for qid in list(self._claimed):
             self.spool.claim(qid, "filtering", "incoming")
         self._claimed.clear()
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Drop the locks of messages no longer claimed by this worker."""
+        for qid in [q for q in self._holds if q not in self._claimed]:
+            self.spool.let_go(self._holds.pop(qid))
 
     def run_once(self) -> int:
         """Filter what is due in ``incoming`` now; returns how many."""
@@ -324,6 +333,9 @@ class FilterWorker:
             if not self.spool.claim(qid, "incoming", "filtering"):
                 continue
             self._claimed.add(qid)
+            fd = self.spool.hold("filtering", qid)
+            if fd is not None:
+                self._holds[qid] = fd
             self._held.pop(qid, None)
             done += 1
             item = self._start(qid, batch)
@@ -335,10 +347,12 @@ class FilterWorker:
             if len(batch.items) >= BATCH or batch.age() > BATCH_WAIT:
                 batch.commit()
                 self._claimed.intersection_update(_qids(window))
+                self._let_go()
         while window:
             self._finish(window.popleft(), batch)
         batch.commit()
         self._claimed.clear()
+        self._let_go()
         return done
 
     def process(self, qid: str,

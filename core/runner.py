@@ -11,7 +11,8 @@ finishes its message), then delivery (in-flight transactions finish),
 then the web admin; then the supervisor exits 0. Every half minute it
 also puts back into ``incoming`` any message a dead filter worker left in
 ``filtering`` (the delivery process does the same for ``sending`` when it
-starts, being the only one).
+starts, being the only one); a few seconds after a worker dies, the claims
+it left (those no live worker holds a lock on) go back at once.
 
 Before any child starts, every listen address is tried: one that cannot
 be bound stops the start with a line naming its key. Each child asks the
@@ -53,6 +54,9 @@ DRAIN_WEB = 15.0
 SWEEP_EVERY = 30.0
 # A message claimed by a filter worker longer ago than this is an orphan.
 ORPHAN_AGE = 600.0
+# After a worker died, claims this old that no live worker holds go back
+# (younger ones may be a live worker's, between its claim and its lock).
+ORPHAN_GRACE = 5.0
 
 
 def _entry(module: str, name: str) -> Callable[..., Any] | None:
@@ -138,6 +142,7 @@ class Supervisor:
         self.children: list[Child] = []
         self.stopping = False
         self.signals = 0
+        self.orphans_at: float | None = None  # when to look for a dead worker's
 
     def plan(self) -> list[Child]:
         settings = self.settings
@@ -172,6 +177,9 @@ class Supervisor:
             if time.monotonic() - swept > SWEEP_EVERY:
                 self.sweep()
                 swept = time.monotonic()
+            if self.orphans_at is not None and time.monotonic() >= self.orphans_at:
+                self.orphans_at = None
+                self.sweep(after_death=True)
             time.sleep(0.2)
         self.drain()
         log.info("event=stopped")
@@ -189,25 +197,32 @@ class Supervisor:
                 child.restart_at = now + child.delay
                 log.error("event=child_died name=%s exitcode=%s restart_in=%.0f",
                           child.name, code, child.delay)
+                if child.stage == "workers":
+                    self.orphans_at = now + ORPHAN_GRACE
                 child.delay = min(RESTART_MAX, child.delay * 2)
             elif now >= child.restart_at and not self.stopping:
                 child.start(self.context)
 
-    def sweep(self) -> None:
+    def sweep(self, after_death: bool = False) -> None:
         """Put back messages left in ``filtering`` by a worker that died.
 
         A live worker holds a message for seconds; one untouched for
         ``ORPHAN_AGE`` was claimed by a worker that is gone (the rename
-        into ``filtering`` set its ctime).
+        into ``filtering`` set its ctime). Just after a worker died, a
+        claim older than ``ORPHAN_GRACE`` that no process holds a lock on
+        (``Spool.hold``) is the dead worker's and goes back at once.
         """
         spool = Spool(self.settings.data_dir)
-        limit = time.time() - ORPHAN_AGE
+        now = time.time()
         for qid in spool.list("filtering"):
             try:
                 changed = os.stat(spool.path("filtering", qid)).st_ctime
             except FileNotFoundError:
                 continue
-            if changed < limit and spool.claim(qid, "filtering", "incoming"):
+            orphan = changed < now - ORPHAN_AGE or (
+                after_death and changed < now - ORPHAN_GRACE
+                and spool.unheld("filtering", qid))
+            if orphan and spool.claim(qid, "filtering", "incoming"):
                 log.warning("%s event=orphan_requeued state=filtering", qid)
 
     def drain(self) -> None:

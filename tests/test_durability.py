@@ -152,6 +152,64 @@ def test_sweep_puts_back_what_a_dead_worker_left(tmp_path, monkeypatch):
     assert spool.list("incoming") == [env.qid]
 
 
+def test_sweep_after_a_worker_died_takes_back_only_unheld_claims(
+        tmp_path, monkeypatch):
+    """A dead worker's claims come back at once; a live worker's stay."""
+    from core import config, runner
+    from core.spool import Envelope, Spool, new_qid
+
+    settings = config.load(environ={}, overrides={"data_dir": str(tmp_path)})
+    spool = Spool(tmp_path)
+    qids = []
+    for _ in range(2):
+        env = Envelope(qid=new_qid(), sender="a@example.net",
+                       recipients=["u@example.com"])
+        spool.store_new(env, b"Subject: left\r\n\r\nbody\r\n")
+        assert spool.claim(env.qid, "incoming", "filtering")
+        qids.append(env.qid)
+    live, dead = qids
+    held = spool.hold("filtering", live)
+    assert held is not None
+    monkeypatch.setattr(runner, "ORPHAN_GRACE", -1.0)
+
+    runner.Supervisor(settings).sweep()  # the periodic sweep waits ORPHAN_AGE
+    assert sorted(spool.list("filtering")) == sorted(qids)
+
+    runner.Supervisor(settings).sweep(after_death=True)
+    assert spool.list("filtering") == [live]
+    assert spool.list("incoming") == [dead]
+
+    spool.let_go(held)
+    runner.Supervisor(settings).sweep(after_death=True)
+    assert spool.list("filtering") == []
+
+
+def test_worker_holds_its_claims_while_it_works(tmp_path):
+    """The lock that marks a claim as live is taken and let go by the worker."""
+    from core import config
+    from core.pipeline import FilterWorker
+    from core.spool import Envelope, new_qid
+
+    settings = config.load(environ={}, overrides={
+        "data_dir": str(tmp_path), "virus_scan": False, "bayes_enabled": False})
+    worker = FilterWorker(settings)
+    env = Envelope(qid=new_qid(), sender="a@example.net",
+                   recipients=["u@example.com"])
+    worker.spool.store_new(env, b"Subject: s\r\n\r\nbody\r\n")
+    seen = []
+    start = worker._start
+
+    def watching(qid, batch):
+        seen.append(worker.spool.unheld("filtering", qid))
+        return start(qid, batch)
+
+    worker._start = watching
+    assert worker.run_once() == 1
+    assert seen == [False]  # held while it was being filtered
+    assert worker._holds == {}
+    assert worker.spool.list("deliver") == [env.qid]
+
+
 def test_second_gateway_on_one_data_dir_refuses_to_start(tmp_path):
     """Two gateways on one spool would recover and deliver each other's mail."""
     import subprocess
