@@ -320,16 +320,10 @@ class Spool:
 
     def unheld(self, state: str, qid: str) -> bool:
         """Whether the file is there and no process holds it."""
-        try:
-            fd = os.open(self._file(state, qid), os.O_RDONLY)
-        except FileNotFoundError:
+        fd = self.hold(state, qid)
+        if fd is None:
             return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False
-        finally:
-            os.close(fd)  # also ends this test's own lock
+        self.let_go(fd)  # ends this test's own lock
         return True
 
     def claim_next(self, src: str, dst: str, limit: int = 64) -> Iterator[str]:

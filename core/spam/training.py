@@ -88,6 +88,19 @@ def digest(parsed: ParsedMessage) -> str:
     return h.hexdigest()
 
 
+def _passes(messages: list[tuple], passes: int, step) -> None:
+    """Online passes over ``messages`` until one takes no step.
+
+    A new order each pass, fixed by the pass number so that training is
+    repeatable: an online fit does better than in one order.
+    """
+    ordered = sorted(messages, key=lambda m: m[0])
+    for number in range(passes):
+        random.Random(number).shuffle(ordered)
+        if not sum(step(message) for message in ordered):
+            break
+
+
 class Learner:
     """Sums the counts of learned messages and writes them in batches."""
 
@@ -138,19 +151,16 @@ class Learner:
         changed = self.bayes.CountTable(1024)
         touched: set[int] = set()
         tone = self.bayes.tone
-        ordered = sorted(messages, key=lambda m: m[0])
-        for number in range(scorer.LR_PASSES):
-            # A new order each pass (fixed by the pass number, so training
-            # is repeatable): an online fit does better than in one order.
-            random.Random(number).shuffle(ordered)
-            steps = 0
-            for _, is_spam, tokens, _ in ordered:
-                if tone(table, tokens, is_spam, scorer.LR_RATE, scorer.LR_MARGIN,
-                        changed):
-                    steps += 1
-                    touched.update(tokens)
-            if not steps:
-                break
+
+        def step(message) -> int:
+            _, is_spam, tokens, _ = message
+            if tone(table, tokens, is_spam, scorer.LR_RATE, scorer.LR_MARGIN,
+                    changed):
+                touched.update(tokens)
+                return 1
+            return 0
+
+        _passes(messages, scorer.LR_PASSES, step)
         get = changed.get_weight
         return {token: get(token) for token in touched}
 
@@ -167,16 +177,14 @@ class Learner:
             weights, _ = store.load_ngram(1 << ngram.BITS)
         if weights is None:
             weights = ngram.new_weights()
-        step = self.grams.step
-        ordered = sorted(messages, key=lambda m: m[0])
-        for number in range(ngram.PASSES):
-            random.Random(number).shuffle(ordered)
-            steps = 0
-            for _, is_spam, _, grams in ordered:
-                steps += step(weights, grams, is_spam, ngram.rate(is_spam),
+        grams_step = self.grams.step
+
+        def step(message) -> int:
+            _, is_spam, _, grams = message
+            return grams_step(weights, grams, is_spam, ngram.rate(is_spam),
                               ngram.MARGIN)
-            if not steps:
-                break
+
+        _passes(messages, ngram.PASSES, step)
         version = store.save_ngram(weights)
         if keep is not None:
             keep(weights, version)
