@@ -201,7 +201,10 @@ def _hide_password(url: str) -> str:
 def _show(value) -> str:
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
         host, port = value
-        return f"{host}:{port}" if host else '""'
+        # Quoted, as portcullis.conf wants it: the output pastes into it.
+        if not host:
+            return '""'
+        return json.dumps(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     if isinstance(value, tuple):
         return json.dumps([str(v) for v in value])
     if isinstance(value, dict):

@@ -132,7 +132,7 @@ def test_bad_environment_value_is_a_config_error(conf):
 def test_config_prints_settings_and_the_schema(conf):
     result = run("config", conf=conf, env={"PORTCULLIS_SECRET_KEY": "s3cr3t-value"})
     assert result.returncode == 0
-    assert "web_listen = 127.0.0.1:8025" in result.stdout
+    assert 'web_listen = "127.0.0.1:8025"' in result.stdout
     assert "| `data_dir` |" in result.stdout
     assert "s3cr3t-value" not in result.stdout
 
