@@ -473,3 +473,66 @@ def test_compiled_tokenizer_works_without_the_compiled_features():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout
     assert int(out) > 0
+
+
+@pytest.mark.parametrize("compiled_too", [False, True])
+def test_an_unclosed_comment_hides_no_text(compiled_too):
+    # Spam hides its words from filters behind a "<!--" it never closes;
+    # older browsers end such a comment at its ">" and show the rest.
+    html = b"<b><!--#rotate>Instantly approved</b> cheap loans"
+    names = words(html, mode=ts.HTML)
+    assert {"instantly", "approved", "cheap", "loans"} <= set(names)
+    assert not any("rotate" in n for n in names)
+    if compiled_too:
+        need(tokenizer.COMPILED, "compiled core.fast._tokenize")
+        _assert_same(tokenizer.implementation(True), [(b"", html, ts.HTML)])
+
+
+def test_many_unclosed_comments_are_read_once():
+    # Each "<!--" searched to the end again would make this quadratic.
+    html = b"<!--a>" * 50000 + b"word"
+    assert "word" in words(html, mode=ts.HTML)
+    if tokenizer.COMPILED:
+        _assert_same(tokenizer.implementation(True), [(b"", html, ts.HTML)])
+
+
+def _body_names(parsed):
+    segs = features.segments(parsed)
+    hashes = tokenize_py.hash_segments(segs)
+    _, names = tokenize_py.hash_segments(segs, wanted=_ALL)
+    return {names[h] for h in hashes}
+
+
+def test_text_behind_names_and_broken_boundaries_is_read():
+    page = b"<html><p>Premium pills shipped overnight</p></html>"
+    parsed = ParsedMessage(
+        headers=[("Subject", "hi"), ("Status", "RO"), ("X-Keywords", "Junk"),
+                 ("X-UID", "77")],
+        parts=[Part(path="1", content_type="text/html", filename="page.html",
+                    disposition="inline", text="<p>inline named page</p>"),
+               Part(path="2", content_type="application/octet-stream",
+                    filename="Brand New.htm", disposition="attachment",
+                    payload=page),
+               Part(path="3", content_type="multipart/alternative",
+                    payload=b"--= wrong\n\nunsplit body words\n",
+                    defects=["unsplit-multipart"]),
+               Part(path="4", content_type="application/pdf", filename="a.pdf",
+                    disposition="attachment", payload=b"%PDF-1.4 secret words")])
+    found = _body_names(parsed)
+    for token in ("inline", "named", "premium", "overnight", "unsplit", "body",
+                  "filename:page.html", "att:ext:htm"):
+        assert token in found, token
+    assert "secret" not in found  # a binary attachment is not read as text
+    # What a mail client writes after delivery is no evidence at the gateway.
+    assert not any(t.startswith(("hdr:status", "hdr:x-keywords", "hdr:x-uid"))
+                   for t in found)
+    if tokenizer.COMPILED:
+        fast = tokenizer.features_for(tokenizer.implementation(True))
+        _assert_same_features(fast, parsed)
+
+
+def test_a_corpus_spam_with_a_mistyped_boundary_gives_its_words():
+    path = CORPUS / "spam" / "spam_2.01214.973b4598b630a989967ff69b19f95d4a.eml"
+    need(path.is_file(), "the dev corpus in ../shared/corpus")
+    parsed = parse(strip_envelope(path.read_bytes()))
+    assert len(tokenizer.tokenize(parsed)) > 500

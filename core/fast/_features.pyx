@@ -492,11 +492,13 @@ def body_segments(parsed, list out):
             if part.detected_type and part.detected_type != ctype:
                 out.append((b"att:real:", part.detected_type[:64].encode(),
                             LITERAL))
-            continue
         text = part.text
+        html = ctype == "text/html"
         if text is None:
-            continue
-        if ctype == "text/html":
+            text, html = _py.part_text(part)
+            if text is None:
+                continue
+        if html:
             html_features(text, out)
             out.append((b"", _enc(text), HTML))
         else:

@@ -313,6 +313,8 @@ cdef Py_ssize_t _strip_html(
     cdef bint closing
     cdef uint64_t value
     cdef unsigned char closer[2 + 64]
+    # Once a "<!--" finds no "-->", none after it can: not searched again.
+    cdef bint closers = True
     while i < size:
         j = i
         while j < size and data[j] != 60 and data[j] != 38:
@@ -334,10 +336,13 @@ cdef Py_ssize_t _strip_html(
                 i += length
             continue
 
-        if i + 4 <= size and memcmp(data + i, b"<!--", 4) == 0:
+        if closers and i + 4 <= size and memcmp(data + i, b"<!--", 4) == 0:
             k = _find(data, size, i + 4, <const unsigned char *>b"-->", 3)
-            i = size if k < 0 else k + 3
-            continue
+            if k >= 0:
+                i = k + 3
+                continue
+            closers = False
+            # Never closed: a declaration up to its ">" (as the twin).
         nxt = data[i + 1] if i + 1 < size else 0
         if nxt == 33 or nxt == 63:
             k = _find(data, size, i, <const unsigned char *>b">", 1)

@@ -40,6 +40,19 @@ LITERAL_HEADERS = frozenset((
 # Our own verdict fields (and those of other filters) say nothing the filter
 # should learn from: it would only learn to trust them.
 SKIP_PREFIXES = ("x-spam", "x-bogosity", "x-portcullis", "x-virus")
+# Fields a mail client or a local mailbox writes after delivery (read and
+# flagged state, folder keywords, mbox lengths). Mail never has them when it
+# reaches the gateway, but mailboxes given to ``bayes train`` do, differently
+# in a ham folder than in a spam folder: learnt, they would teach the filter
+# which folder a message came from.
+MAILBOX_FIELDS = frozenset((
+    "status", "x-status", "x-keywords", "x-uid", "x-imap", "x-imapbase",
+    "x-mozilla-status", "x-mozilla-status2", "x-mozilla-keys", "content-length",
+    "lines",
+))
+# Attachments whose content is a web page: mail clients show these, so
+# spammers send their text that way.
+HTML_EXTENSIONS = ("htm", "html", "xhtml")
 
 # The shape of a Message-ID: each run of digits, lower or upper case ASCII
 # letters becomes one "9", "a" or "A" (map every character, then fold runs).
@@ -143,7 +156,7 @@ MAX_PLAN_NAME = 64
 def _plan(name: str) -> tuple:
     """(key, hdr token, word prefix, literal prefix, kind); () to skip."""
     key = name.lower().strip()
-    if key.startswith(SKIP_PREFIXES):
+    if key.startswith(SKIP_PREFIXES) or key in MAILBOX_FIELDS:
         plan: tuple = ()
     else:
         plan = (key, key[:40].encode("utf-8", "replace"),
@@ -244,6 +257,34 @@ def html_features(html: str, out: list) -> None:
             break
 
 
+def _decode(payload: bytes, charset: str) -> str:
+    try:
+        return payload[:MAX_SEGMENT].decode(charset or "utf-8", "replace")
+    except LookupError:  # a charset name Python does not know
+        return payload[:MAX_SEGMENT].decode("latin-1")
+
+
+def part_text(part) -> tuple[str | None, bool]:
+    """(the text the filter reads of ``part`` or None, whether it is HTML).
+
+    Beyond text parts, also a web page sent as an attachment and the body of
+    a multipart whose boundary never occurs (the MIME layer could not split
+    it, but clients show such a body as text): both hide a message's words
+    from a filter that reads only well-formed text parts.
+    """
+    ctype = (part.content_type or "").lower()
+    if part.text is not None:
+        return part.text, ctype == "text/html"
+    if not part.payload:
+        return None, False
+    if "unsplit-multipart" in part.defects:
+        return _decode(part.payload, part.charset), True
+    ext = part.filename.rpartition(".")[2].lower() if "." in part.filename else ""
+    if part.detected_type == "text/html" or ext in HTML_EXTENSIONS:
+        return _decode(part.payload, part.charset), True
+    return None, False
+
+
 def body_segments(parsed: ParsedMessage, out: list) -> None:
     for part in parsed.parts[:MAX_PARTS]:
         ctype = (part.content_type or "").lower()
@@ -259,14 +300,14 @@ def body_segments(parsed: ParsedMessage, out: list) -> None:
             out.append((b"att:type:", ctype[:64].encode(), LITERAL))
             if part.detected_type and part.detected_type != ctype:
                 out.append((b"att:real:", part.detected_type[:64].encode(), LITERAL))
+        text, html = part_text(part)
+        if text is None:
             continue
-        if part.text is None:
-            continue
-        if ctype == "text/html":
-            html_features(part.text, out)
-            out.append((b"", _enc(part.text), HTML))
+        if html:
+            html_features(text, out)
+            out.append((b"", _enc(text), HTML))
         else:
-            out.append((b"", _enc(part.text), WORDS))
+            out.append((b"", _enc(text), WORDS))
 
 
 def segments(parsed: ParsedMessage) -> list[tuple[bytes, bytes, int]]:

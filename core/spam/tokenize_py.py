@@ -142,6 +142,8 @@ def strip_html(data: bytes, base: int, prefix: bytes, opts, sink: _Sink) -> byte
     out = bytearray()
     n = len(data)
     i = 0
+    # Once a "<!--" finds no "-->", none after it can: not searched again.
+    closers = True
     while i < n:
         lt = data.find(b"<", i)
         amp = data.find(b"&", i)
@@ -157,10 +159,14 @@ def strip_html(data: bytes, base: int, prefix: bytes, opts, sink: _Sink) -> byte
             i += length
             continue
 
-        if data.startswith(b"<!--", i):
+        if closers and data.startswith(b"<!--", i):
             k = data.find(b"-->", i + 4)
-            i = n if k < 0 else k + 3
-            continue
+            if k >= 0:
+                i = k + 3
+                continue
+            closers = False
+            # Never closed: read as a declaration up to its ">", or a
+            # "<!--" early in a spam hides everything after it.
         nxt = data[i + 1] if i + 1 < n else 0
         if nxt == 33 or nxt == 63:
             k = data.find(b">", i)

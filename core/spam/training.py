@@ -13,8 +13,9 @@ the margin ``scorer.LR_MARGIN``, until a pass takes none or after
 ``scorer.LR_PASSES`` (train until no errors, TONE). The weights start from
 the store's, so training in several batches continues one online fit.
 The character 4-gram weights (``core.spam.ngram``) are fitted the same way,
-``ngram.PASSES`` passes with ``ngram.rate()`` and ``ngram.MARGIN``, and
-stored whole after each batch.
+``ngram.PASSES`` passes with ``ngram.rate()`` and ``ngram.MARGIN``, but
+``ngram.FITS`` times, each in its own series of orders, and the mean of the
+fits is stored whole after each batch.
 
 Limits: the passes see one batch at a time (``BATCH_MESSAGES``), so a
 training set much larger than a batch is fitted batch after batch rather
@@ -88,15 +89,16 @@ def digest(parsed: ParsedMessage) -> str:
     return h.hexdigest()
 
 
-def _passes(messages: list[tuple], passes: int, step) -> None:
+def _passes(messages: list[tuple], passes: int, step, orders: int = 0) -> None:
     """Online passes over ``messages`` until one takes no step.
 
-    A new order each pass, fixed by the pass number so that training is
-    repeatable: an online fit does better than in one order.
+    A new order each pass, fixed by the pass number (and ``orders``, which
+    picks another series of orders) so that training is repeatable: an
+    online fit does better than in one order.
     """
     ordered = sorted(messages, key=lambda m: m[0])
     for number in range(passes):
-        random.Random(number).shuffle(ordered)
+        random.Random(number + 1009 * orders).shuffle(ordered)
         if not sum(step(message) for message in ordered):
             break
 
@@ -178,13 +180,24 @@ class Learner:
         if weights is None:
             weights = ngram.new_weights()
         grams_step = self.grams.step
+        fits = []
+        for orders in range(ngram.FITS):
+            fitted = weights[:]
 
-        def step(message) -> int:
-            _, is_spam, _, grams = message
-            return grams_step(weights, grams, is_spam, ngram.rate(is_spam),
-                              ngram.MARGIN)
+            def step(message, fitted=fitted) -> int:
+                _, is_spam, _, grams = message
+                return grams_step(fitted, grams, is_spam, ngram.rate(is_spam),
+                                  ngram.MARGIN)
 
-        _passes(messages, ngram.PASSES, step)
+            _passes(messages, ngram.PASSES, step, orders)
+            fits.append(fitted)
+
+        # Only the buckets of these messages moved; their mean is the fit.
+        touched = set()
+        for message in messages:
+            touched.update(message[3])
+        for bucket in touched:
+            weights[bucket] = sum(fitted[bucket] for fitted in fits) / len(fits)
         version = store.save_ngram(weights)
         if keep is not None:
             keep(weights, version)
