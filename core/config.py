@@ -292,8 +292,10 @@ SCHEMA: tuple[Key, ...] = (
     Key("bayes_bigrams", _nonneg_int, 3,
         "Bayes OSB window: each word is paired with the window-1 words before "
         "it (1 or 0: single words only; at most 8)."),
-    Key("bayes_max_tokens", _nonneg_int, 12000,
-        "Most tokens (pairs included) taken from one message."),
+    Key("bayes_max_tokens", _nonneg_int, 40000,
+        "Most tokens (pairs included) taken from one message; each text part "
+        "gets a fair share of them and a long text is read at its start and "
+        "its last 16,000 characters."),
     Key("bayes_method", _choice("split", "chi", "logistic", "both", "mix", "ngram"),
         "split",
         "How Bayes combines token evidence: split (chi-square over counts of "

@@ -536,3 +536,45 @@ def test_a_corpus_spam_with_a_mistyped_boundary_gives_its_words():
     need(path.is_file(), "the dev corpus in ../shared/corpus")
     parsed = parse(strip_envelope(path.read_bytes()))
     assert len(tokenizer.tokenize(parsed)) > 500
+
+
+def _padded_message(filler: str) -> ParsedMessage:
+    return ParsedMessage(
+        headers=[("Subject", "hello")],
+        parts=[Part(path="1.1", content_type="text/plain", text=filler),
+               Part(path="1.2", content_type="text/html",
+                    text="<p>cheapest replica watches</p>")])
+
+
+def _all_names(parsed, opts):
+    segs = features.segments(parsed)
+    hashes, names = tokenize_py.hash_segments(segs, opts, _ALL)
+    return {names[h] for h in hashes}
+
+
+def test_padding_in_one_part_leaves_the_others_their_share():
+    # A text/plain part full of padding used to take the whole token budget
+    # and hide the HTML part that clients show.
+    opts = ts.Options(max_tokens=300)
+    parsed = _padded_message(" ".join(f"word{i}" for i in range(5000)))
+    assert {"cheapest", "replica", "watches"} <= _all_names(parsed, opts)
+    if tokenizer.COMPILED:
+        fast = tokenizer.implementation(True)
+        segs = tokenizer.features_for(fast).segments(parsed)
+        assert segs == features.segments(parsed)
+        _assert_same(fast, segs, opts)
+
+
+def test_the_end_of_a_long_text_is_read_whatever_fills_its_start():
+    filler = " ".join(f"pad{i}" for i in range(20000))
+    parsed = ParsedMessage(parts=[Part(
+        path="1", content_type="text/plain", text=filler + " claim your prize now")])
+    names = _all_names(parsed, ts.Options())
+    assert {"claim", "prize"} <= names
+    segs = features.segments(parsed)
+    assert len([s for s in segs if s[2] == ts.WORDS]) == 2
+    assert len(segs[-1][1]) <= features.TAIL_CHARS + 2000
+    if tokenizer.COMPILED:
+        fast = tokenizer.implementation(True)
+        assert tokenizer.features_for(fast).segments(parsed) == segs
+        assert list(fast.hash_segments(segs)) == list(tokenize_py.hash_segments(segs))

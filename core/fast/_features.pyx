@@ -500,9 +500,7 @@ def body_segments(parsed, list out):
                 continue
         if html:
             html_features(text, out)
-            out.append((b"", _enc(text), HTML))
-        else:
-            out.append((b"", _enc(text), WORDS))
+        _py.text_segments(text, HTML if html else WORDS, out)
 
 
 def segments(parsed):

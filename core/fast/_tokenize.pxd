@@ -20,6 +20,7 @@ cdef class _Sink:
     cdef int64_t *out
     cdef Py_ssize_t count
     cdef Py_ssize_t cap
+    cdef Py_ssize_t limit  # where the segment being read must stop
     cdef object wanted  # set of hashes to name, or None
     cdef int64_t few[_FEW_WANTED]  # the wanted hashes, when they fit
     cdef Py_ssize_t nfew  # how many of few are used; -1: look in wanted

@@ -80,6 +80,7 @@ cdef class _Sink:
 
     def __cinit__(self, Py_ssize_t cap, object wanted):
         self.cap = cap if cap > 0 else 0
+        self.limit = self.cap
         self.out = <int64_t *>malloc((self.cap + 1) * sizeof(int64_t))
         if self.out == NULL:
             raise MemoryError()
@@ -103,7 +104,7 @@ cdef class _Sink:
     cdef int emit(self, uint64_t value) except -1:
         """Store a hash; 1 when the caller must name it (it is wanted)."""
         cdef Py_ssize_t k
-        if self.count >= self.cap:
+        if self.count >= self.limit:
             return 0
         if value == 0:
             value = 1
@@ -443,7 +444,7 @@ cdef int _words(
     if keep < 0:
         keep = 0
     while i < size:
-        if sink.count >= sink.cap:
+        if sink.count >= sink.limit:
             return 0
         while i < size and not _CLASS[text[i]]:
             i += 1
@@ -534,6 +535,10 @@ def hash_segments(list segments, object opts=None, object wanted=None):
     cdef unsigned char *text = NULL
     cdef const unsigned char *raw
     cdef array result
+    cdef Py_ssize_t texts = 0
+    for segment in segments:
+        if segment[2] != _LITERAL:
+            texts += 1
     try:
         for segment in segments:
             if sink.count >= sink.cap:
@@ -542,6 +547,11 @@ def hash_segments(list segments, object opts=None, object wanted=None):
             base = _fnv(_FNV_OFFSET, <const unsigned char *>PyBytes_AS_STRING(prefix),
                         PyBytes_GET_SIZE(prefix))
             size = PyBytes_GET_SIZE(data)
+            sink.limit = sink.cap
+            if mode != _LITERAL:
+                # A fair share of what is left (as the twin's _share).
+                sink.limit = sink.count + (sink.cap - sink.count + texts - 1) // texts
+                texts -= 1
             if mode == _LITERAL:
                 if size > _MAX_LITERAL:
                     size = _MAX_LITERAL

@@ -6,7 +6,8 @@ them on as ``(prefix, data, mode)`` segments (see ``core.spam.tokenspec``).
 Header tokens come first, so a huge body cannot crowd them out of the
 per-message token cap.
 
-Limits: every segment is cut at ``MAX_SEGMENT`` bytes, at most
+Limits: every segment is cut at ``MAX_SEGMENT`` bytes (a long body text is
+read as its start and its last ``TAIL_CHARS`` characters), at most
 ``MAX_HEADERS`` header fields, ``MAX_RECEIVED`` Received hops and
 ``MAX_PARTS`` parts are looked at, and the HTML feature scan reads only the
 first ``MAX_HTML_SCAN`` characters of each HTML part.
@@ -25,6 +26,10 @@ MAX_RECEIVED = 4
 MAX_PARTS = 50
 MAX_HTML_SCAN = 100_000
 MAX_LINKS = 50
+# Texts longer than LONG_TEXT characters are read as two segments, the second
+# their last TAIL_CHARS (see text_segments).
+LONG_TEXT = 48_000
+TAIL_CHARS = 16_000
 
 # Header fields whose words are tokens, prefixed with the field name.
 WORD_HEADERS = frozenset((
@@ -257,6 +262,26 @@ def html_features(html: str, out: list) -> None:
             break
 
 
+def text_segments(text: str, mode: int, out: list) -> None:
+    """One body text as segments: a long one as its start and its end.
+
+    The token budget is shared fairly between text segments, so the last
+    ``TAIL_CHARS`` of a long text are read whatever fills its start: padding
+    put before the words that matter cannot push them out of reach.
+    """
+    if len(text) <= LONG_TEXT:
+        out.append((b"", _enc(text), mode))
+        return
+
+    cut = len(text) - TAIL_CHARS
+    # At a tag's end or a space, so that no tag or word is cut in two.
+    at = text.find(">" if mode == HTML else " ", cut, cut + 2000)
+    if at >= 0:
+        cut = at + 1
+    out.append((b"", _enc(text[:cut]), mode))
+    out.append((b"", _enc(text[cut:]), mode))
+
+
 def _decode(payload: bytes, charset: str) -> str:
     try:
         return payload[:MAX_SEGMENT].decode(charset or "utf-8", "replace")
@@ -305,9 +330,7 @@ def body_segments(parsed: ParsedMessage, out: list) -> None:
             continue
         if html:
             html_features(text, out)
-            out.append((b"", _enc(text), HTML))
-        else:
-            out.append((b"", _enc(text), WORDS))
+        text_segments(text, HTML if html else WORDS, out)
 
 
 def segments(parsed: ParsedMessage) -> list[tuple[bytes, bytes, int]]:

@@ -245,14 +245,29 @@ def _crack(word: bytes, kind: bytes, base: int, prefix: bytes, opts, sink) -> No
             sink.emit(fnv(base, token), lambda t=token: prefix + t)
 
 
+def _share(used: int, cap: int, texts: int) -> int:
+    """Where a text segment must stop: a fair share of the tokens left.
+
+    Each of the ``texts`` text segments still to come may take as many; what
+    one leaves unused goes to those after it. Without the share, a first part
+    full of padding would use the whole budget and hide the part after it.
+    """
+    return used + (cap - used + texts - 1) // texts
+
+
 def hash_segments(segments, opts: ts.Options = ts.Options(), wanted=None):
     """Token hashes of ``segments`` as array('q'); with ``wanted`` (a set of
     hashes) also a dict naming those of them that occur."""
     sink = _Sink(opts.max_tokens, wanted)
+    texts = sum(1 for segment in segments if segment[2] != ts.LITERAL)
     for prefix, data, mode in segments:
-        if sink.full:
+        if len(sink.out) >= opts.max_tokens:
             break
         base = fnv(ts.FNV_OFFSET, prefix)
+        sink.cap = opts.max_tokens
+        if mode != ts.LITERAL:
+            sink.cap = _share(len(sink.out), opts.max_tokens, texts)
+            texts -= 1
         if mode == ts.LITERAL:
             text = data[:ts.MAX_LITERAL].lower()
             sink.emit(fnv(base, text), lambda t=text, p=prefix: p + t)

@@ -77,7 +77,7 @@ class Options:
     """Knobs of the hot path; the defaults are the tuned ones."""
 
     window: int = 3  # OSB window: a word pairs with the window-1 words before
-    max_tokens: int = 12000  # per message, bigrams included
+    max_tokens: int = 40000  # per message, bigrams included
     min_len: int = 2  # shorter words are dropped
     max_len: int = 24  # longer words become a "skip:" token
 
