@@ -3,6 +3,11 @@
 Every subcommand loads the settings (``--config FILE``, else the usual
 places, see core/config.py). Bad input prints one line saying what to do
 and exits with 2; so do configuration errors.
+
+``track`` shows, when the search finds one message, why the filter judged
+it so: the Bayes probability (or why there is none), the clues that weighed
+most and the URI blocklist hits. ``quarantine learn`` is the web admin's
+"Spam" / "Not spam" button.
 """
 
 from __future__ import annotations
@@ -238,7 +243,8 @@ def cmd_track(args) -> int:
 
     if args.json:
         _print_json({"total": page.total,
-                     "messages": [stats.message_dict(m) for m in page.items]})
+                     "messages": [_with_reasons(stats.message_dict(m), m)
+                                  for m in page.items]})
         return 0
     rows = []
     for msg in page.items:
@@ -250,7 +256,47 @@ def cmd_track(args) -> int:
     shown = len(page.items)
     if page.total > shown:
         print(f"({shown} of {page.total} shown; use --limit for more)")
+    if page.total == 1 and page.items:
+        _print_reasons(page.items[0])
     return 0
+
+
+def _with_reasons(data: dict, msg) -> dict:
+    from core import tracking
+
+    data["bayes_probability"] = msg.bayes_probability
+    data["spam_clues"] = tracking.read_clues(msg.spam_clues)
+    return data
+
+
+def _print_reasons(msg) -> None:
+    """Why the filter judged one message so, below its table row."""
+    from core import tracking
+    from core.logsetup import scrub
+
+    clues = tracking.read_clues(msg.spam_clues)
+    print()
+    if msg.bayes_probability is not None:
+        leaning = "spam" if msg.bayes_probability >= 0.5 else "ham"
+        print(f"Bayes probability: {msg.bayes_probability:.4f} ({leaning} leaning)")
+    elif clues["note"]:
+        print(f"Bayes probability: none ({scrub(clues['note'])})")
+    elif msg.spam_clues:
+        print("Bayes probability: none")
+    else:
+        print("Bayes probability: nothing recorded (filtered without the Bayes "
+              "filter, or before clues were kept)")
+    if clues["bayes"]:
+        print("Clues that weighed most (f near 1: spam, near 0: ham):")
+        for token, weight in clues["bayes"]:
+            leaning = "spam" if weight >= 0.5 else "ham"
+            print(f"  {weight:.4f}  {leaning:<4}  {scrub(token, 80)}")
+    if clues["uri"]:
+        print("URI blocklist hits:")
+        for hit in clues["uri"]:
+            print(f"  {scrub(hit['test'])}  {scrub(hit['domain'])} in "
+                  f"{scrub(hit['zone'])} answered {scrub(hit['answer'])}: "
+                  f"{hit['score']:+.1f} points")
 
 
 # endregion
@@ -259,7 +305,7 @@ def cmd_track(args) -> int:
 
 
 def cmd_quarantine(args) -> int:
-    """List, release or delete quarantined messages."""
+    """List, release, delete or learn from quarantined messages."""
     from core import quarantine
     from core.spool import Spool
 
@@ -281,6 +327,8 @@ def cmd_quarantine(args) -> int:
             _table(rows, ["id", "quarantined(UTC)", "qid", "kind", "state", "sender",
                           "subject"])
             return 0
+        if args.action == "learn":
+            return _quarantine_learn(args, spool, by, settings)
 
         operation = quarantine.release if args.action == "release" \
             else quarantine.delete
@@ -298,6 +346,30 @@ def cmd_quarantine(args) -> int:
 
         tracking.flush()
     return EXIT_USAGE if failed else 0
+
+
+def _quarantine_learn(args, spool, by: str, settings) -> int:
+    """Train-on-error: the same operation as the web admin's buttons."""
+    from core import quarantine
+
+    if not (args.spam or args.ham):
+        raise CliError("say what the message is: 'portcullis quarantine learn "
+                       f"{args.id} --spam' or '... --ham' (not spam)")
+    try:
+        item = quarantine.learn(spool, args.id, bool(args.spam), by, settings)
+    except quarantine.QuarantineError as exc:
+        raise CliError(f"item {args.id}: {exc}; see 'portcullis quarantine "
+                       "list'") from None
+    except _bayes_errors() as exc:
+        raise CliError(f"item {args.id}: the Bayes filter could not learn it: "
+                       f"{exc}") from None
+    what = "spam" if args.spam else "ham (not spam)"
+    if item.learned:
+        print(f"item {item.id} ({item.message.qid}): learned as {what}")
+    else:
+        print(f"item {item.id} ({item.message.qid}): already learned as {what}; "
+              "nothing changed")
+    return 0
 
 
 # endregion
@@ -468,7 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_track)
 
-    p = sub.add_parser("quarantine", help="list, release or delete held mail")
+    p = sub.add_parser("quarantine",
+                       help="list, release, delete or learn from held mail")
     qsub = p.add_subparsers(dest="action", metavar="ACTION")
     qsub.required = True
     q = qsub.add_parser("list", help="list quarantine items")
@@ -480,6 +553,13 @@ def build_parser() -> argparse.ArgumentParser:
         q = qsub.add_parser(name, help=f"{what} items by id")
         q.add_argument("ids", nargs="+", metavar="ID",
                        help="item ids from 'portcullis quarantine list'")
+    q = qsub.add_parser("learn", help="teach the Bayes filter that an item is "
+                                      "spam or not (as the web admin's buttons)")
+    q.add_argument("id", metavar="ID", help="item id from 'portcullis quarantine "
+                                            "list'")
+    which = q.add_mutually_exclusive_group()
+    which.add_argument("--spam", action="store_true", help="it is spam")
+    which.add_argument("--ham", action="store_true", help="it is not spam")
     p.set_defaults(func=cmd_quarantine)
 
     p = sub.add_parser("bayes", help="train and inspect the Bayes filter")
@@ -488,7 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("train", help="learn from folders of ham and spam")
     b.add_argument("--ham", metavar="DIR", help="folder of good messages")
     b.add_argument("--spam", metavar="DIR", help="folder of spam messages")
-    b.add_argument("--quiet", action="store_true", help="no progress output")
+    b.add_argument("--quiet", action="store_true",
+                   help="no progress bar (one is shown only when stderr is a "
+                        "terminal, never in scripts or logs)")
     b = bsub.add_parser("stats", help="token and message counts")
     b.add_argument("--json", action="store_true")
     b = bsub.add_parser("dump", help="write the token database to a file")

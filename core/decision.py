@@ -65,6 +65,9 @@ class Context:
             names.append(headers.bayes_test(getattr(self.spam, "probability", None)))
         codes = _defect_codes(self.parsed)
         names.extend(t for code, (_, t) in HEADER_DEFECTS.items() if code in codes)
+        # Each URI blocklist zone that hit is named once (URIBL_MULTI...).
+        hits = getattr(self.spam, "uri_hits", None) or ()
+        names.extend(dict.fromkeys(getattr(hit, "test", "") for hit in hits))
         names.extend(self.smtp_notes)
         if self.virus is None and self.virus_error:
             names.append("VIRUS_NOT_SCANNED")

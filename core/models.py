@@ -45,6 +45,9 @@ class Message(BaseModel):
     helo = pw.TextField(default="")
     direction = pw.CharField(max_length=8, default="in")  # in | out
     score = pw.FloatField(null=True)
+    bayes_probability = pw.DoubleField(null=True)  # None: Bayes gave no score
+    # JSON of the Bayes clues, URI blocklist hits and note; "" on older rows.
+    spam_clues = pw.TextField(default="")
     virus = pw.TextField(default="")
     # queued -> clean | spam | virus | blocked | error
     verdict = pw.CharField(max_length=16, default="queued", index=True)

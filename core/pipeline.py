@@ -442,12 +442,12 @@ class FilterWorker:
                      item.parse_ms, virus_ms, spam_ms, (now - filtered_at) * 1000,
                      (now - item.started) * 1000)
 
-        self._apply(env, data, result, virus, batch)
+        self._apply(env, data, result, virus, batch, spam)
         batch.items[-1].after.append(closing)
         return result
 
     def _apply(self, env: Envelope, data: bytes, result, virus,
-               batch: _Batch) -> None:
+               batch: _Batch, spam=None) -> None:
         qid = env.qid
         if result.action == "defer":
             self._retry_later(env, data, result.reason, batch)
@@ -459,8 +459,11 @@ class FilterWorker:
         filtering = self.spool.path("filtering", qid)
 
         def record() -> None:
+            # The admin's "why was this caught": Bayes clues and URI hits.
             tracking.filtered(qid, result.verdict, result.score,
-                              virus=virus_name or "", detail=result.reason)
+                              virus=virus_name or "", detail=result.reason,
+                              bayes_probability=getattr(spam, "probability", None),
+                              spam_clues=tracking.clues_of(spam))
 
         if result.action == "quarantine":
             def quarantined() -> None:

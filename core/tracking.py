@@ -6,13 +6,22 @@ batches, one transaction per batch, so no event loop waits on the database
 and SQLite sees few, large transactions. Runs of the same kind of write in
 a batch go to the database as one ``executemany`` of plain SQL: building a
 peewee query per message cost the SMTP process half of its CPU per message.
+
+The filter also records why it judged a message so: the Bayes probability
+and the clues (tokens that weighed most, URI blocklist hits, the note when
+Bayes gave no score), as bounded JSON in ``message.spam_clues``
+(:func:`clues_of` builds it, :func:`read_clues` reads it back for the
+pages, the API and the CLI). At most ``MAX_CLUES`` tokens of ``MAX_TOKEN``
+characters and ``MAX_URI_HITS`` hits are kept; the rest is dropped.
 """
 
 from __future__ import annotations
 
 import atexit
 import datetime as _dt
+import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -30,6 +39,12 @@ BATCH = 500
 # one transaction and one wake-up of the thread for many messages, instead
 # of one each, at the price of rows showing up this much later.
 LINGER = 0.05
+# Bounds of the recorded spam clues: tokens and their text are attacker
+# chosen, so what is stored per message stays small whatever arrives.
+MAX_CLUES = 12
+MAX_TOKEN = 80
+MAX_URI_HITS = 20
+MAX_NOTE = 500
 
 # A job is (statement key, parameters) for the batched SQL below, or
 # (None, callable) for the rare writes done through peewee.
@@ -72,7 +87,8 @@ _SQL = {
     ),
     "filtered": (
         "UPDATE message SET verdict = {p}, score = {p}, virus = {p}, detail = {p},"
-        " filtered_at = {p} WHERE qid = {p}"
+        " filtered_at = {p}, bayes_probability = {p}, spam_clues = {p}"
+        " WHERE qid = {p}"
     ),
     "status": "UPDATE message SET status = {p} WHERE qid = {p}",
     "detail": "UPDATE message SET detail = {p} WHERE qid = {p}",
@@ -212,12 +228,75 @@ def received(envelope, message_id: str | None = None,
         _submit("recipient", (rcpt, now, envelope.qid))
 
 
+def _number(value: object) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _items(value: object) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
+def _field(hit: object, name: str) -> object:
+    # A stored hit is a dict; a fresh one is a core.spam.uribl.UriHit.
+    return hit.get(name, "") if isinstance(hit, dict) else getattr(hit, name, "")
+
+
+def _bounded(clues: dict | None) -> dict:
+    """Clues cut to the stored bounds, with only the expected fields."""
+    clues = clues if isinstance(clues, dict) else {}
+    bayes = []
+    for entry in _items(clues.get("bayes"))[:MAX_CLUES]:
+        try:
+            token, weight = entry
+        except (TypeError, ValueError):
+            continue
+        weight = _number(weight)
+        if weight is not None:
+            bayes.append([_clip(token, MAX_TOKEN), round(weight, 4)])
+    uri = []
+    for hit in _items(clues.get("uri"))[:MAX_URI_HITS]:
+        uri.append({"zone": _clip(_field(hit, "zone"), 255),
+                    "domain": _clip(_field(hit, "domain"), 255),
+                    "answer": _clip(_field(hit, "answer"), 64),
+                    "score": _number(_field(hit, "score")) or 0.0,
+                    "test": _clip(_field(hit, "test"), 64)})
+    return {"bayes": bayes, "uri": uri, "note": _clip(clues.get("note"), MAX_NOTE)}
+
+
+def clues_of(spam) -> dict | None:
+    """The clues of a ``core.spam.SpamResult`` (None for no result), bounded."""
+    if spam is None:
+        return None
+    return _bounded({"bayes": getattr(spam, "tokens", None) or (),
+                     "uri": getattr(spam, "uri_hits", None) or (),
+                     "note": getattr(spam, "note", "") or ""})
+
+
+def read_clues(text: str | None) -> dict:
+    """Stored ``spam_clues`` as a dict; empty lists and note for old rows."""
+    try:
+        data = json.loads(text) if text else {}
+    except (ValueError, RecursionError):
+        data = {}
+    return _bounded(data)
+
+
 def filtered(qid: str, verdict: str, score: float | None = None, virus: str = "",
              detail: str = "", message_id: str | None = None,
-             subject: str | None = None) -> None:
+             subject: str | None = None, bayes_probability: float | None = None,
+             spam_clues: dict | None = None) -> None:
+    """The filter's verdict, with the Bayes probability and clues behind it."""
+    clues = ""
+    if spam_clues is not None:
+        clues = json.dumps(_bounded(spam_clues), ensure_ascii=False,
+                           separators=(",", ":"))
     _submit("stub", (qid, utcnow()))
     _submit("filtered", (verdict, score, _clip(virus), _clip(detail, 4000),
-                         utcnow(), qid))
+                         utcnow(), _number(bayes_probability), clues, qid))
     if message_id is not None:
         _submit("message_id", (_clip(message_id), qid))
     if subject is not None:

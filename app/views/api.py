@@ -9,11 +9,17 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from app import settings_of, spool_of
 from app.access import api_auth, api_error, csrf_token
-from core import quarantine, stats
+from core import quarantine, stats, tracking
 from core.models import Message, QuarantineItem, Recipient
 from core.quarantine import QuarantineError
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def _reasons(msg: Message) -> dict:
+    """The filter's Bayes probability and clues of a message, for JSON."""
+    return {"bayes_probability": msg.bayes_probability,
+            "spam_clues": tracking.read_clues(msg.spam_clues)}
 
 
 def _int_arg(name: str, default: int) -> int:
@@ -73,6 +79,7 @@ def api_message(qid):
     if msg is None:
         return api_error(404, f"no message with queue id {qid[:32]!r}")
     data = stats.message_dict(msg, list(msg.recipients.order_by(Recipient.id)))
+    data.update(_reasons(msg))
     data["quarantine"] = [quarantine.item_dict(quarantine.get_item(item.id))
                           for item in msg.quarantine.order_by(QuarantineItem.id)]
     return jsonify(data)
@@ -97,6 +104,7 @@ def api_quarantine_item(item_id):
     """One item; for a held one also its header fields and text."""
     item = quarantine.get_item(item_id)
     data = quarantine.item_dict(item)
+    data.update(_reasons(item.message))
     if item.state == "held":
         envelope, raw = quarantine.read(spool_of(current_app), item)
         view = quarantine.preview(raw, item.message.qid)

@@ -8,7 +8,7 @@ from flask import (current_app, flash, g, redirect, render_template, request,
 from app import settings_of, spool_of
 from app.access import local_path, login_required
 from app.views.ui import bp
-from core import quarantine
+from core import quarantine, tracking
 from core.quarantine import QuarantineError
 
 
@@ -63,6 +63,7 @@ def quarantine_detail(item_id):
             problem = str(exc)
     return render_template("quarantine/detail.html", item=item, view=view,
                            envelope=envelope, problem=problem,
+                           clues=tracking.read_clues(item.message.spam_clues),
                            can_learn=quarantine.bayes_function("learn") is not None)
 
 

@@ -6,7 +6,7 @@ from flask import abort, current_app, render_template, request
 
 from app.access import login_required
 from app.views.ui import bp
-from core import stats
+from core import stats, tracking
 from core.models import Message, QuarantineItem, Recipient
 
 
@@ -44,4 +44,4 @@ def tracking_detail(qid):
     recipients = list(msg.recipients.order_by(Recipient.id))
     items = list(msg.quarantine.order_by(QuarantineItem.id))
     return render_template("tracking/detail.html", msg=msg, recipients=recipients,
-                           items=items)
+                           items=items, clues=tracking.read_clues(msg.spam_clues))

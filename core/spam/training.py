@@ -359,6 +359,8 @@ def train(paths_ham, paths_spam, progress: bool = True, settings=None,
     for label, paths, is_spam in (("ham", paths_ham or (), False),
                                   ("spam", paths_spam or (), True)):
         paths = list(paths)
+        if not paths:
+            continue
         bar = _Progress(f"learning {label}", _count_files(paths), progress)
         done = 0
         last = None
