@@ -388,7 +388,7 @@ def _bayes(name: str):
 
 
 def cmd_bayes(args) -> int:
-    """Train, inspect, dump and restore the Bayes filter."""
+    """Train, inspect, dump, restore and expire the Bayes filter."""
     settings = _settings(args)
     _open_db(settings)
 
@@ -421,7 +421,71 @@ def cmd_bayes(args) -> int:
             raise CliError(f"cannot restore from {args.file}: {exc}") from None
         print(f"Restored the Bayes database from {args.file}.")
         print(_format_result(result))
+    elif args.action == "expire":
+        _bayes_expire(args, settings)
+    elif args.action == "token":
+        _bayes_token(args)
     return 0
+
+
+def _bayes_expire(args, settings) -> None:
+    """Drop old rare tokens now, as the running gateway does once a day."""
+    import peewee
+
+    days = settings.bayes_expire_days if args.days is None else args.days
+    if days <= 0:
+        print("Expiry is off (bayes_expire_days = 0); give --days N to expire "
+              "once anyway.")
+        return
+    expire = _bayes("expire")
+    try:
+        gone = expire(settings.replace(bayes_expire_days=days))
+    except peewee.OperationalError as exc:
+        raise CliError(f"the token store could not be changed ({exc}); try "
+                       "again in a moment") from None
+    except _bayes_errors() as exc:
+        raise CliError(str(exc)) from None
+    print(f"Expired {gone} tokens unseen for {days} days and learned at most "
+          "twice.")
+
+
+def _bayes_token(args) -> None:
+    """Counts, f, weight and last day of tokens named as the Why list shows."""
+    from core.logsetup import scrub
+
+    try:
+        from core.spam import scorer, store, tokeninfo
+    except ImportError:
+        raise CliError("the Bayes filter is not installed here (core/spam)") from None
+    values = store.meta()
+    if not store.BayesToken.select().exists():
+        raise CliError("the Bayes store is empty (no token learned yet); train it "
+                       "with 'portcullis bayes train --ham DIR --spam DIR'")
+    infos = tokeninfo.lookup(args.text, values)
+    if args.json:
+        _print_json(tokeninfo.report(infos, values))
+        return
+
+    print(f"Store: {values['nham']} ham and {values['nspam']} spam messages "
+          "learned.")
+    for info in infos:
+        print(scrub(info.name, 120))
+        if not info.matches:
+            print("  not in the store")
+        for match in info.matches:
+            shown = match.as_dict()
+            if match.f is None:
+                f = "f -"
+            elif abs(match.f - 0.5) < scorer.MIN_DISTANCE:
+                f = f"f {match.f:.4f} (too near 0.5 to count)"
+            else:
+                f = f"f {match.f:.4f} ({'spam' if match.f > 0.5 else 'ham'})"
+            split = ""
+            if match.kind == "pair":
+                split = (f"  [pair, prefix {scrub(match.prefix, 60)!r}]"
+                         if match.prefix else "  [pair]")
+            print(f"  ham {match.ham}  spam {match.spam}  {f}  weight "
+                  f"{match.weight:+.4f}  last seen {shown['last_seen']}{split}")
 
 
 def _bayes_errors() -> tuple[type[Exception], ...]:
@@ -443,6 +507,17 @@ def _message_dir(directory: str | None, flag: str) -> list[Path]:
         raise CliError(f"{flag} {directory}: no such file or folder; give a folder "
                        "of messages (one file each, Maildir) or an mbox file")
     return [path]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of "
+                                         "days, 1 or more")
+    return value
 
 
 def _format_result(result) -> str:
@@ -577,6 +652,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("file")
     b = bsub.add_parser("restore", help="replace the token database from a dump")
     b.add_argument("file")
+    b = bsub.add_parser("expire", help="drop old rare tokens now (the gateway "
+                                       "does it once a day)")
+    b.add_argument("--days", type=_positive_int, metavar="N",
+                   help="tokens unseen for N days (default: bayes_expire_days)")
+    b = bsub.add_parser("token", help="counts of tokens named as in the Why list")
+    b.add_argument("text", nargs="+", metavar="TEXT",
+                   help="a token as shown: free, subject:fastest, "
+                        "'please ~1 click', #0123456789abcdef")
+    b.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bayes)
 
     from core.policy import commands as policy_commands

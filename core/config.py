@@ -318,7 +318,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("bayes_autolearn_ham", _float, 0.0001,
         "Bayes probability up to which a message is learned as ham."),
     Key("bayes_expire_days", _nonneg_int, 180,
-        "Tokens unseen for this many days and learned at most twice expire."),
+        "Tokens unseen for this many days and learned at most twice expire "
+        "(checked once a day by the gateway); 0 turns expiry off."),
     Key("bayes_reload_seconds", _float, 60.0,
         "How often a worker checks whether the token store changed."),
     Key("uribl_zones", _list, (),

@@ -15,6 +15,13 @@ A worker that dies half-way leaves its messages in ``filtering``, where
 the supervisor's sweep (at once: a live worker holds a lock on each of its
 claims, ``Spool.hold``) or ``Spool.recover`` finds them.
 
+Worker 0 also expires old rare Bayes tokens (:class:`BayesExpiry`, the
+supervisor holds no database): ``EXPIRE_FIRST`` seconds after it starts,
+then once a day; a run that fails is logged and tried again
+``EXPIRE_RETRY`` seconds later; with ``bayes_expire_days`` 0 or the Bayes
+filter off it does not run. The other workers' filters see the expiry at
+their next reload (``bayes_reload_seconds``).
+
 Each stage logs one line at debug level; at info level a message gets its
 closing line (``event=filtered`` with the verdict, the rule and the time
 spent per analyser) and a line for each quarantine, infection or retry.
@@ -49,6 +56,11 @@ IDLE_SLEEP = 0.05  # seconds between polls of an empty incoming directory
 BATCH = 8  # messages whose directory entries are flushed together
 BATCH_WAIT = 0.05  # seconds the first message of a batch waits at most
 SCAN_AHEAD = 3  # messages of one worker at clamd at the same time
+# Bayes expiry: not in the first minutes (start-up stays quick, and a worker
+# restarted in a loop does not expire on every start), then daily.
+EXPIRE_FIRST = 300.0
+EXPIRE_EVERY = 86400.0
+EXPIRE_RETRY = 3600.0
 
 
 # region analysers, imported late: each lives in its own part of the tree
@@ -194,6 +206,41 @@ class _Analysers:
 # endregion
 
 
+class BayesExpiry:
+    """Drops old rare Bayes tokens once after start-up, then once a day."""
+
+    def __init__(self, settings, first: float = EXPIRE_FIRST,
+                 every: float = EXPIRE_EVERY, retry: float = EXPIRE_RETRY,
+                 clock: Callable[[], float] = time.monotonic):
+        self.settings = settings
+        self.every = every
+        self.retry = retry
+        self.clock = clock
+        self.due = clock() + first
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.settings.bayes_enabled
+                    and self.settings.bayes_expire_days > 0)
+
+    def tick(self) -> int | None:
+        """Expire when due: tokens dropped, or None (not due, off, failed)."""
+        now = self.clock()
+        if now < self.due or not self.enabled:
+            return None
+        try:
+            from core.spam import expire
+
+            gone = expire(self.settings)
+        except Exception:
+            # A busy or broken store must not stop the filtering of mail.
+            self.due = now + self.retry
+            log.exception("event=bayes_expire_error retry_in=%.0f", self.retry)
+            return None
+        self.due = now + self.every
+        return gone
+
+
 @dataclasses.dataclass
 class _Pending:
     """A new copy of one message, and what to do once it is durable."""
@@ -294,9 +341,13 @@ class FilterWorker:
         self._claimed: set[str] = set()
         # qid -> descriptor of the lock that marks the claim as live.
         self._holds: dict[str, int] = {}
+        # Calls made between batches (BayesExpiry.tick); they must not raise.
+        self.chores: list[Callable[[], Any]] = []
 
     def run(self) -> None:
         while not self.stopping:
+            for chore in self.chores:
+                chore()
             try:
                 busy = self.run_once()
             except Exception:
@@ -516,6 +567,8 @@ def serve(settings, index: int = 0) -> None:
     # Ctrl-C reaches the whole process group; the runner orders the drain.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     db.open_database(settings.database_url)
+    if index == 0:
+        worker.chores.append(BayesExpiry(settings).tick)
     log.info("event=worker_start index=%d pid=%d", index, os.getpid())
     worker.run()
     tracking.flush()

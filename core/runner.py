@@ -12,7 +12,9 @@ then the web admin; then the supervisor exits 0. Every half minute it
 also puts back into ``incoming`` any message a dead filter worker left in
 ``filtering`` (the delivery process does the same for ``sending`` when it
 starts, being the only one); a few seconds after a worker dies, the claims
-it left (those no live worker holds a lock on) go back at once.
+it left (those no live worker holds a lock on) go back at once. The daily
+expiry of old rare Bayes tokens runs in filter worker 0, which has the
+database open (``core.pipeline.BayesExpiry``); the supervisor has none.
 
 Before any child starts, every listen address is tried: one that cannot
 be bound stops the start with a line naming its key. Each child asks the
