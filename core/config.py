@@ -302,7 +302,8 @@ SCHEMA: tuple[Key, ...] = (
         "header and body apart, log-odds averaged), chi (one chi-square over "
         "all, as SpamBayes), logistic (regression weights), both (mean of "
         "chi and logistic), ngram (regression over character 4-grams) or mix "
-        "(split and ngram together)."),
+        "(split and ngram together; the header of mailing-list mail counts a "
+        "tenth beside its body)."),
     Key("bayes_unsure_low", _probability, 0.2,
         "Bayes probability up to which a message is ham; above it is unsure."),
     Key("bayes_unsure_high", _probability, 0.9,

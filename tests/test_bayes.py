@@ -13,8 +13,8 @@ import pytest
 from core import config, db
 from core.message import ParsedMessage, Part
 from core.models import BayesModel, BayesToken
-from core.spam import (SpamFilter, bayes_py, ngram, ngram_py, scorer, store,
-                       tokenizer, training)
+from core.spam import (SpamFilter, bayes_py, features, ngram, ngram_py, scorer,
+                       store, tokenizer, training)
 from tests.support.paths import CORPUS as SHARED_CORPUS
 from tests.support.system import need
 
@@ -121,6 +121,32 @@ def test_split_averages_the_log_odds_of_header_and_body(compiled_bayes):
         # A ham header pulls the message back even against a sure body.
         mixed = flt.probability((array("q", [9]), body))[0]
         assert mixed < prob and 0.0 < mixed < 1.0
+
+
+def test_mix_weighs_the_header_of_list_mail_less(compiled_bayes):
+    flt = scorer.Scorer(True, "mix")
+    flt.nham = flt.nspam = 10
+    for token in (1, 2, 3):
+        flt.table.put(token, 0, 10)  # spam words
+    flt.table.put(9, 10, 0)  # the list's own fields, learnt as ham
+    tokens = (array("q", [9]), array("q", [1, 2, 3]))
+    plain = flt.split(*tokens)[0]
+    listed = flt.split(*tokens, head_share=scorer.LIST_HEAD_SHARE)[0]
+    assert listed > plain
+    # Without 4-gram weights mix falls back to split with that share.
+    assert flt.probability(tokens, listed=True)[0] == pytest.approx(listed)
+    assert flt.probability(tokens)[0] == pytest.approx(plain)
+
+
+def test_list_mail_is_told_by_list_fields():
+    def message(*headers):
+        return ParsedMessage(headers=list(headers))
+
+    assert features.is_list_mail(message(("List-Id", "<ilug.linux.ie>")))
+    assert features.is_list_mail(message(("Mailing-List", "contact x-help")))
+    assert features.is_list_mail(message(("Precedence", "list")))
+    assert not features.is_list_mail(message(("Precedence", "bulk")))
+    assert not features.is_list_mail(message(("Subject", "List-Id: no")))
 
 
 def test_count_table_load_and_get(compiled_bayes):

@@ -27,7 +27,7 @@ import logging
 import time
 
 from core.message import ParsedMessage
-from core.spam import ngram, scorer, store, tokenizer, training
+from core.spam import features, ngram, scorer, store, tokenizer, training
 from core.spam.store import StoreError
 from core.spam.training import TrainingError
 
@@ -151,8 +151,9 @@ class SpamFilter:
         else:
             segments = self.features.segments(parsed)
             tokens = self.tokenizer.hash_segments(segments, self.opts)
+        listed = method == "mix" and features.is_list_mail(parsed)
         probability, _, top = self.scorer.probability(
-            tokens, EXPLAIN if explain else 0, grams)
+            tokens, EXPLAIN if explain else 0, grams, listed)
         named = []
         if top:
             names = self._names

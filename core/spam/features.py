@@ -214,6 +214,23 @@ def header_segments(parsed: ParsedMessage, out: list) -> None:
         out.append((b"defect:", defect[:40].encode("utf-8", "replace"), LITERAL))
 
 
+# Header fields only mailing-list software adds (RFC 2369, RFC 2919, and
+# the older ezmlm and SmartList names).
+LIST_FIELDS = frozenset(("list-id", "list-post", "list-unsubscribe",
+                         "mailing-list", "x-mailing-list"))
+
+
+def is_list_mail(parsed: ParsedMessage) -> bool:
+    """Whether ``parsed`` came through a mailing list (by its header)."""
+    for name, value in parsed.headers[:MAX_HEADERS]:
+        key = name.lower()
+        if key in LIST_FIELDS:
+            return True
+        if key == "precedence" and "list" in (value or "").lower():
+            return True
+    return False
+
+
 def _anchors(low: str):
     """(href, text) of the first MAX_LINKS anchors of lowercased HTML."""
     pos = 0
