@@ -123,6 +123,35 @@ def _list(value: Any) -> tuple[str, ...]:
     return tuple(item for item in items if item)
 
 
+def _zones(value: Any) -> tuple[str, ...]:
+    # Checked here so that a bad entry stops start-up, not every message.
+    from core.spam.uribl import ZoneError, parse_zone
+
+    zones = _list(value)
+    for zone in zones:
+        try:
+            parse_zone(zone)
+        except ZoneError as exc:
+            raise ValueError(str(exc)) from None
+    return zones
+
+
+def _dns_servers(value: Any) -> tuple[str, ...]:
+    from core.dns import parse_server
+
+    servers = _list(value)
+    for server in servers:
+        try:
+            # dnspython asks servers by address: a name would fail at the
+            # first lookup instead of here.
+            ipaddress.ip_address(parse_server(server)[0])
+        except ValueError:
+            raise ValueError(f"DNS server addresses as 192.0.2.53, 192.0.2.53:5353 "
+                             f"or [2001:db8::53]:53; "
+                             f"{server!r} is not one") from None
+    return servers
+
+
 def _domains(value: Any) -> tuple[str, ...]:
     domains = []
     for item in _list(value):
@@ -323,15 +352,17 @@ SCHEMA: tuple[Key, ...] = (
         "(checked once a day by the gateway); 0 turns expiry off."),
     Key("bayes_reload_seconds", _float, 60.0,
         "How often a worker checks whether the token store changed."),
-    Key("uribl_zones", _list, (),
-        "URI blocklist zones, each zone[/bitmask or =127.0.0.2|127.0.0.3][:score], "
-        "e.g. multi.surbl.org/0x7e:3.5; empty turns URI lookups off."),
+    Key("uribl_zones", _zones, (),
+        "URI blocklist zones, each zone[/bitmask][:score] or "
+        "zone=127.0.0.2|127.0.0.3[:score], e.g. multi.surbl.org/0x7e:3.5; empty "
+        "turns URI lookups off."),
     Key("uribl_max_lookups", _nonneg_int, 20,
         "Most registrable domains of one message looked up in the zones."),
     # DNS and SMTP-time policy (the policy knobs themselves live in the
     # database tables policy_setting and policy_list_entry).
-    Key("dns_servers", _list, (),
-        "DNS servers (host, host:port or [v6]:port); empty: the system resolver."),
+    Key("dns_servers", _dns_servers, (),
+        "DNS servers (address, address:port or [v6]:port); empty: the system "
+        "resolver."),
     Key("dns_timeout", _pos_float, 5.0,
         "Seconds one DNS lookup may take before it counts as a temporary error."),
     Key("policy_refresh", _float, 30.0,

@@ -93,6 +93,11 @@ def clear_cache() -> None:
         _cache.clear()
 
 
+def resolver() -> dns.resolver.Resolver:
+    """The resolver the ``dns_servers`` setting asks for (see ``configure``)."""
+    return _sync_resolver()
+
+
 def _nameservers(servers) -> list:
     return [dns.nameserver.Do53Nameserver(host, port) for host, port in servers]
 

@@ -556,7 +556,7 @@ class FilterWorker:
 
 def serve(settings, index: int = 0) -> None:
     """Run one filter worker process until SIGTERM (finishing its message)."""
-    from core import db
+    from core import db, dns
 
     worker = FilterWorker(settings)
 
@@ -567,6 +567,8 @@ def serve(settings, index: int = 0) -> None:
     # Ctrl-C reaches the whole process group; the runner orders the drain.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     db.open_database(settings.database_url)
+    # URI blocklist lookups go to dns_servers, as the SMTP-time checks do.
+    dns.configure_from(settings)
     if index == 0:
         worker.chores.append(BayesExpiry(settings).tick)
     log.info("event=worker_start index=%d pid=%d", index, os.getpid())

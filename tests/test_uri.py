@@ -180,3 +180,36 @@ def test_spam_filter_adds_uri_points(zones, tmp_path):
         database.close()
     assert result.score == 3.5 and result.uri_hits[0].test == "URIBL_MULTI"
     assert "not trained" in result.note
+
+
+def test_lookups_go_to_the_configured_dns_servers(dns_server, tmp_path):
+    # A filter worker applies dns_servers (core.dns.configure_from): URI
+    # lookups must not fall back to the machine's own resolver.
+    from core import dns as portdns
+    from tests.support import dnsserver
+
+    own = dnsserver.start()
+    own.add("example.net.own.uribl.test", "A", "127.0.0.2")
+    uribl.CACHE.clear()
+    settings = settings_with(tmp_path, uribl_zones="own.uribl.test",
+                             dns_servers=f"127.0.0.1:{own.port}")
+    portdns.configure_from(settings)
+    try:
+        parsed = ParsedMessage(parts=[Part(path="1", content_type="text/plain",
+                                           text="see http://www.example.net/x")])
+        hits = SpamFilter(settings).check(parsed).uri_hits
+        assert [(h.zone, h.domain) for h in hits] == [("own.uribl.test",
+                                                        "example.net")]
+        assert own.asked("example.net.own.uribl.test")
+        assert not dns_server.asked("example.net.own.uribl.test")
+    finally:
+        portdns.configure()
+        own.sock.close()
+
+
+def test_a_bad_zone_or_dns_server_stops_the_configuration(tmp_path):
+    with pytest.raises(config.ConfigError, match="bitmask"):
+        settings_with(tmp_path, uribl_zones="uribl.test/=127.0.0.2:3.5")
+    with pytest.raises(config.ConfigError, match="DNS server addresses"):
+        settings_with(tmp_path, dns_servers="not a server!")
+    assert settings_with(tmp_path, dns_servers="127.0.0.1:5353, [::1]:53").dns_servers

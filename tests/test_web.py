@@ -470,6 +470,16 @@ def test_not_spam_button_trains_the_bayes_filter(admin, app):
     assert "as not spam" in response.text
     assert spam_stats()["ham_messages"] == before + 1
 
+    again = admin.post(f"/quarantine/{item.id}/learn",
+                       data={"csrf_token": csrf_of(page), "as": "ham"},
+                       follow_redirects=True)
+    assert "already learned as not spam" in again.text
+    for bad in ({"as": "banana"}, {}):
+        refused = admin.post(f"/quarantine/{item.id}/learn",
+                             data={"csrf_token": csrf_of(page), **bad})
+        assert refused.status_code == 400 and "as=spam or as=ham" in refused.text
+    assert spam_stats()["ham_messages"] == before + 1
+
 
 # endregion
 

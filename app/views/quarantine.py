@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from flask import (current_app, flash, g, redirect, render_template, request,
-                   url_for)
+from flask import (abort, current_app, flash, g, redirect, render_template,
+                   request, url_for)
 
 from app import settings_of, spool_of
 from app.access import local_path, login_required
@@ -67,12 +67,13 @@ def quarantine_detail(item_id):
                            can_learn=quarantine.bayes_function("learn") is not None)
 
 
-def _act(item_id, action, done: str):
+def _act(item_id, action, done: str | None):
     try:
         item = action()
     except QuarantineError as exc:
         flash(str(exc), "error")
         return _back()
+    done = done or item.done
     flash(done.format(qid=item.message.qid, id=item.id), "info")
     return _back(item.kind)
 
@@ -99,11 +100,18 @@ def quarantine_delete(item_id):
 @login_required
 def quarantine_learn(item_id):
     """Teach the Bayes filter that this message is spam, or that it is not."""
-    as_spam = request.form.get("as") == "spam"
+    kind = request.form.get("as", "")
+    if kind not in ("spam", "ham"):
+        abort(400, description="say what the message is: as=spam or as=ham")
+    as_spam = kind == "spam"
     spool = spool_of(current_app)
     settings = settings_of(current_app)
-    done = "Learned {qid} as " + ("spam." if as_spam else "not spam.")
-    return _act(item_id,
-                lambda: quarantine.learn(spool, item_id, as_spam, g.user.username,
-                                         settings),
-                done)
+    what = "spam" if as_spam else "not spam"
+
+    def learn():
+        item = quarantine.learn(spool, item_id, as_spam, g.user.username, settings)
+        item.done = (f"Learned {{qid}} as {what}." if item.learned else
+                     f"{{qid}} was already learned as {what}; nothing changed.")
+        return item
+
+    return _act(item_id, learn, None)

@@ -24,6 +24,7 @@ import time
 import dns.exception
 import dns.resolver
 
+from core import dns as portdns
 from core.logsetup import scrub
 from core.message import ParsedMessage
 from core.spam import uris
@@ -160,7 +161,9 @@ def lookup(name: str, lifetime: float = LOOKUP_SECONDS) -> tuple[str, ...]:
     if cached is not None:
         return cached
     try:
-        answer = dns.resolver.resolve(name, "A", lifetime=lifetime, search=False)
+        # The servers of dns_servers (core.dns.configure), as every lookup.
+        answer = portdns.resolver().resolve(name, "A", lifetime=lifetime,
+                                            search=False)
         addresses = tuple(sorted(r.address for r in answer))
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         addresses = ()
