@@ -49,11 +49,14 @@ def applied(database: pw.Database) -> set[str]:
     return {row.name for row in models.SchemaVersion.select()}
 
 
-def migrate(database: pw.Database) -> list[str]:
-    """Apply every migration not yet applied, in number order."""
+def migrate(database: pw.Database, upto: str | None = None) -> list[str]:
+    """Apply every migration not yet applied, in number order (up to and
+    including the one named ``upto``, when given: upgrade tests use it)."""
     done = applied(database)
     ran = []
     for path in migration_files():
+        if upto is not None and path.stem > upto:
+            break
         if path.stem in done:
             continue
         spec = importlib.util.spec_from_file_location(f"migration_{path.stem}", path)

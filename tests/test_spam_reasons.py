@@ -6,13 +6,12 @@ tracking record, the X-Spam-Status header, the web pages, the API and the
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
 from core import db, pipeline, tracking
-from core.models import Message, QuarantineItem, SchemaVersion
+from core.models import Message, QuarantineItem
 from core.spool import Envelope, new_qid
 from tests.test_cli import run
 from tests.test_web import build, csrf_of, login, seed, spool_of
@@ -241,24 +240,9 @@ def test_quarantine_learn_from_the_command_line(app, tmp_path):
 # region migration
 
 
-def _apply_up_to(database, last: str) -> None:
-    """Apply the migrations up to and including ``last``, as db.migrate does."""
-    for path in db.migration_files():
-        if path.stem > last:
-            break
-        spec = importlib.util.spec_from_file_location(f"m_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        with database.atomic():
-            module.up(database)
-            if not database.table_exists("schema_version"):
-                database.create_tables([SchemaVersion])
-            SchemaVersion.create(name=path.stem)
-
-
 def test_migration_0007_upgrades_a_0006_database_with_rows(tmp_path):
     database = db.open_database(f"sqlite:///{tmp_path / 'old.db'}")
-    _apply_up_to(database, "0006_bayes_ngram")
+    db.migrate(database, upto="0006_bayes_ngram")
     assert db.pending(database) == ["0007_spam_reasons"]
     database.execute_sql(
         "INSERT INTO message (qid, message_id, sender, subject, size, client_ip,"
