@@ -13,6 +13,7 @@ most and the URI blocklist hits. ``quarantine learn`` is the web admin's
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import json
 import logging
@@ -25,6 +26,11 @@ from core import config as _config
 log = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
+# The longest expiry age the Bayes store takes (store.MAX_EXPIRE_DAYS).
+MAX_DAYS = 36500
+TOKEN_WEIGHT_NOTE = (
+    "The logistic weight is fitted only on messages trained on or near an "
+    "error\n(misjudged or nearly so), so most tokens have weight 0.")
 
 
 class CliError(Exception):
@@ -242,7 +248,7 @@ def cmd_track(args) -> int:
         raise CliError(str(exc)) from None
 
     if args.json:
-        _print_json({"total": page.total,
+        _print_json({"total": page.total, "limit": page.per_page,
                      "messages": [_with_reasons(stats.message_dict(m), m)
                                   for m in page.items]})
         return 0
@@ -255,9 +261,15 @@ def cmd_track(args) -> int:
                   "status", "subject"])
     shown = len(page.items)
     if page.total > shown:
-        print(f"({shown} of {page.total} shown; use --limit for more)")
+        if args.limit >= stats.MAX_PAGE_SIZE:
+            hint = (f"; at most {stats.MAX_PAGE_SIZE} at a time, narrow with "
+                    "--since/--until")
+        else:
+            hint = (f"; use --limit for more (at most {stats.MAX_PAGE_SIZE}) or "
+                    "narrow with --since/--until")
+        print(f"({shown} of {page.total} shown{hint})")
     if page.total == 1 and page.items:
-        _print_reasons(page.items[0])
+        _print_reasons(page.items[0], settings)
     return 0
 
 
@@ -269,7 +281,17 @@ def _with_reasons(data: dict, msg) -> dict:
     return data
 
 
-def _print_reasons(msg) -> None:
+def _band(probability: float, settings) -> str:
+    # The filter's own verdict band, not 0.5: that is what decided.
+    low, high = settings.bayes_unsure_low, settings.bayes_unsure_high
+    if probability >= high:
+        return f"spam: at or above bayes_unsure_high {high}"
+    if probability <= low:
+        return f"ham: at or below bayes_unsure_low {low}"
+    return f"unsure: between bayes_unsure_low {low} and bayes_unsure_high {high}"
+
+
+def _print_reasons(msg, settings) -> None:
     """Why the filter judged one message so, below its table row."""
     from core import tracking
     from core.logsetup import scrub
@@ -277,8 +299,8 @@ def _print_reasons(msg) -> None:
     clues = tracking.read_clues(msg.spam_clues)
     print()
     if msg.bayes_probability is not None:
-        leaning = "spam" if msg.bayes_probability >= 0.5 else "ham"
-        print(f"Bayes probability: {msg.bayes_probability:.4f} ({leaning} leaning)")
+        print(f"Bayes probability: {msg.bayes_probability:.4f} "
+              f"({_band(msg.bayes_probability, settings)})")
     elif clues["note"]:
         print(f"Bayes probability: none ({scrub(clues['note'])})")
     elif msg.spam_clues:
@@ -297,6 +319,8 @@ def _print_reasons(msg) -> None:
             print(f"  {scrub(hit['test'])}  {scrub(hit['domain'])} in "
                   f"{scrub(hit['zone'])} answered {scrub(hit['answer'])}: "
                   f"{hit['score']:+.1f} points")
+    if clues["uri_note"]:
+        print(f"URI lookups not all made: {scrub(clues['uri_note'], 500)}")
 
 
 # endregion
@@ -400,6 +424,10 @@ def cmd_bayes(args) -> int:
             result = train(ham, spam, progress=not args.quiet, settings=settings)
         except _bayes_errors() as exc:
             raise CliError(str(exc)) from None
+        empty = result.pop("nothing_found_under", []) \
+            if isinstance(result, dict) else []
+        for path in empty:
+            print(f"portcullis: no messages found under {path}", file=sys.stderr)
         print(_format_result(result))
     elif args.action == "stats":
         result = _bayes("stats")()
@@ -408,13 +436,25 @@ def cmd_bayes(args) -> int:
         else:
             print(_format_result(result))
     elif args.action == "dump":
-        _bayes("dump")(args.file)
+        if Path(args.file).is_dir():
+            raise CliError(f"{args.file} is a directory; give the name of the "
+                           "file to write, such as "
+                           f"{Path(args.file) / 'bayes.dump'}")
+        dump = _bayes("dump")
+        try:
+            dump(args.file)
+        except _bayes_errors() as exc:
+            raise CliError(f"cannot dump to {args.file}: {exc}") from None
         print(f"Wrote the Bayes database to {args.file}.")
     elif args.action == "restore":
         if not Path(args.file).is_file():
             raise CliError(f"{args.file} is not a file; give a file made by "
                            "'portcullis bayes dump'")
         restore = _bayes("restore")
+        if args.unchecked:
+            from core.spam import store
+
+            restore = functools.partial(store.restore, unchecked=True)
         try:
             result = restore(args.file)
         except _bayes_errors() as exc:
@@ -437,6 +477,9 @@ def _bayes_expire(args, settings) -> None:
         print("Expiry is off (bayes_expire_days = 0); give --days N to expire "
               "once anyway.")
         return
+    if days > MAX_DAYS:
+        raise CliError(f"expiry after {days} days is out of range; give 1 to "
+                       f"{MAX_DAYS} days (bayes_expire_days or --days)")
     expire = _bayes("expire")
     try:
         gone = expire(settings.replace(bayes_expire_days=days))
@@ -468,6 +511,7 @@ def _bayes_token(args) -> None:
 
     print(f"Store: {values['nham']} ham and {values['nspam']} spam messages "
           "learned.")
+    print(TOKEN_WEIGHT_NOTE)
     for info in infos:
         print(scrub(info.name, 120))
         if not info.matches:
@@ -489,8 +533,14 @@ def _bayes_token(args) -> None:
 
 
 def _bayes_errors() -> tuple[type[Exception], ...]:
-    """The exceptions core/spam raises for bad input, plus OS and value errors."""
-    errors: list[type[Exception]] = [OSError, ValueError]
+    """The exceptions core/spam raises for bad input, plus OS and value errors.
+
+    A database error (such as a lock held too long) is one too: it is shown
+    as one line, not a traceback.
+    """
+    import peewee
+
+    errors: list[type[Exception]] = [OSError, ValueError, peewee.DatabaseError]
     for module, name in (("core.spam.training", "TrainingError"),
                          ("core.spam.store", "StoreError")):
         found = getattr(sys.modules.get(module), name, None)
@@ -517,6 +567,9 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of "
                                          "days, 1 or more")
+    if value > MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"{text} days is more than the most "
+                                         f"allowed, {MAX_DAYS} (a century)")
     return value
 
 
@@ -611,7 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="UTC date/time (2026-01-31, 2026-01-31T08:00) "
                                    "or an age (30m, 2h, 3d)")
     p.add_argument("--until", help="UTC date/time, same forms as --since")
-    p.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
+    p.add_argument("--limit", type=int, default=50,
+                   help="rows to show (default 50, at most 500)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_track)
 
@@ -652,11 +706,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("file")
     b = bsub.add_parser("restore", help="replace the token database from a dump")
     b.add_argument("file")
+    b.add_argument("--unchecked", action="store_true",
+                   help="restore a dump that has no end line (made before dumps "
+                        "had one) as it is; only for a dump known to be whole")
     b = bsub.add_parser("expire", help="drop old rare tokens now (the gateway "
                                        "does it once a day)")
     b.add_argument("--days", type=_positive_int, metavar="N",
                    help="tokens unseen for N days (default: bayes_expire_days)")
-    b = bsub.add_parser("token", help="counts of tokens named as in the Why list")
+    b = bsub.add_parser("token", help="counts of tokens named as in the Why list",
+                        description="Counts, f, logistic weight and last day "
+                                    "seen of tokens. "
+                                    + TOKEN_WEIGHT_NOTE.replace("\n", " "))
     b.add_argument("text", nargs="+", metavar="TEXT",
                    help="a token as shown: free, subject:fastest, "
                         "'please ~1 click', #0123456789abcdef")

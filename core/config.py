@@ -127,6 +127,15 @@ def _zones(value: Any) -> tuple[str, ...]:
     # Checked here so that a bad entry stops start-up, not every message.
     from core.spam.uribl import ZoneError, parse_zone
 
+    # An empty entry ("", or ",," in a string) is a slip, not "no zone".
+    if isinstance(value, (list, tuple)):
+        entries = [_str(item) for item in value]
+    else:
+        entries = str(value).split(",") if str(value).strip() else []
+    for entry in entries:
+        if not entry.strip():
+            raise ValueError(f"uribl_zones has an empty entry in {value!r}; give "
+                             "zone names such as multi.surbl.org, or none at all")
     zones = _list(value)
     for zone in zones:
         try:
@@ -355,7 +364,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("uribl_zones", _zones, (),
         "URI blocklist zones, each zone[/bitmask][:score] or "
         "zone=127.0.0.2|127.0.0.3[:score], e.g. multi.surbl.org/0x7e:3.5; empty "
-        "turns URI lookups off."),
+        "turns URI lookups off. Bitmask 1 to 32 bits, values in 127/8, score "
+        "finite within +-100."),
     Key("uribl_max_lookups", _nonneg_int, 20,
         "Most registrable domains of one message looked up in the zones."),
     # DNS and SMTP-time policy (the policy knobs themselves live in the

@@ -68,6 +68,10 @@ class Context:
         # Each URI blocklist zone that hit is named once (URIBL_MULTI...).
         hits = getattr(self.spam, "uri_hits", None) or ()
         names.extend(dict.fromkeys(getattr(hit, "test", "") for hit in hits))
+        if getattr(self.spam, "uri_note", ""):
+            # Some URIs were not looked up (resolver down, cap): a clean
+            # URI result means less than usual.
+            names.append("URIBL_UNCHECKED")
         names.extend(self.smtp_notes)
         if self.virus is None and self.virus_error:
             names.append("VIRUS_NOT_SCANNED")

@@ -465,6 +465,9 @@ class FilterWorker:
         if spam is not None:
             log.debug("%s event=spam score=%.2f probability=%.3f", qid,
                       spam.score, getattr(spam, "probability", 0.0) or 0.0)
+            if getattr(spam, "uri_note", ""):
+                log.info("%s event=uribl_unchecked note=%s", qid,
+                         scrub(spam.uri_note, 400))
 
         virus, virus_error = item.scan()
         virus_ms = (time.monotonic() - item.scan_started) * 1000

@@ -9,7 +9,8 @@ peewee query per message cost the SMTP process half of its CPU per message.
 
 The filter also records why it judged a message so: the Bayes probability
 and the clues (tokens that weighed most, URI blocklist hits, the note when
-Bayes gave no score), as bounded JSON in ``message.spam_clues``
+Bayes gave no score, the note when URI lookups were skipped or failed), as
+bounded JSON in ``message.spam_clues``
 (:func:`clues_of` builds it, :func:`read_clues` reads it back for the
 pages, the API and the CLI). At most ``MAX_CLUES`` tokens of ``MAX_TOKEN``
 characters and ``MAX_URI_HITS`` hits are kept; the rest is dropped.
@@ -264,7 +265,8 @@ def _bounded(clues: dict | None) -> dict:
                     "answer": _clip(_field(hit, "answer"), 64),
                     "score": _number(_field(hit, "score")) or 0.0,
                     "test": _clip(_field(hit, "test"), 64)})
-    return {"bayes": bayes, "uri": uri, "note": _clip(clues.get("note"), MAX_NOTE)}
+    return {"bayes": bayes, "uri": uri, "note": _clip(clues.get("note"), MAX_NOTE),
+            "uri_note": _clip(clues.get("uri_note"), MAX_NOTE)}
 
 
 def clues_of(spam) -> dict | None:
@@ -273,7 +275,8 @@ def clues_of(spam) -> dict | None:
         return None
     return _bounded({"bayes": getattr(spam, "tokens", None) or (),
                      "uri": getattr(spam, "uri_hits", None) or (),
-                     "note": getattr(spam, "note", "") or ""})
+                     "note": getattr(spam, "note", "") or "",
+                     "uri_note": getattr(spam, "uri_note", "") or ""})
 
 
 def read_clues(text: str | None) -> dict:

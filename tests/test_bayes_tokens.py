@@ -112,10 +112,12 @@ def test_token_finds_why_list_names_with_the_stored_counts(settings, trained,
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
     assert lines[0] == "Store: 8 ham and 8 spam messages learned."
+    # The header says why most weights are 0 (two lines).
+    assert "most tokens have weight 0" in lines[2]
     row = BayesToken.get(BayesToken.token == names[word][0])
-    assert lines[1] == word
-    assert lines[2].startswith(f"  ham {row.ham}  spam {row.spam}  f ")
-    assert lines[3:] == ["zzunknownzz", "  not in the store"]
+    assert lines[3] == word
+    assert lines[4].startswith(f"  ham {row.ham}  spam {row.spam}  f ")
+    assert lines[5:] == ["zzunknownzz", "  not in the store"]
 
 
 def test_token_reads_pairs_with_a_prefix_and_hash_names(settings):

@@ -85,7 +85,7 @@ def test_pipeline_records_probability_clues_and_uri_hits(trained):
     assert clues["uri"] == [{"zone": ZONE, "domain": "example.net",
                              "answer": "127.0.0.2", "score": 2.5,
                              "test": "URIBL_REASONS"}]
-    assert clues["note"] == ""
+    assert clues["note"] == "" and clues["uri_note"] == ""
 
     _env, out = spool_of(trained).read("deliver", qid)
     status = next(line for line in out.split(b"\r\n")
@@ -169,7 +169,8 @@ def test_attacker_tokens_are_escaped_and_bounded(app):
 def test_old_rows_and_bad_json_still_display(app):
     qid = seed(spool_of(app))
     assert Message.get(Message.qid == qid).spam_clues == ""
-    assert tracking.read_clues("") == {"bayes": [], "uri": [], "note": ""}
+    assert tracking.read_clues("") == {"bayes": [], "uri": [], "note": "",
+                                       "uri_note": ""}
     for junk in ("{not json", "[1, 2]", '{"bayes": 5, "uri": "x"}',
                  '{"bayes": [["a"], ["b", "NaN"], ["c", 0.5]]}', "[" * 100000):
         assert tracking.read_clues(junk)["uri"] == []
@@ -192,7 +193,8 @@ def test_track_shows_why_for_one_message(trained, tmp_path):
 
     shown = run("track", "--qid", qid, conf=conf)
     assert shown.returncode == 0, shown.stderr
-    assert "Bayes probability: " in shown.stdout and "spam leaning" in shown.stdout
+    assert "Bayes probability: " in shown.stdout
+    assert "(spam: at or above bayes_unsure_high 0.9)" in shown.stdout
     assert "Clues that weighed most" in shown.stdout
     assert f"URIBL_REASONS  example.net in {ZONE}" in shown.stdout
 

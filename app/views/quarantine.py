@@ -8,7 +8,8 @@ from flask import (abort, current_app, flash, g, redirect, render_template,
 from app import settings_of, spool_of
 from app.access import local_path, login_required
 from app.views.ui import bp
-from core import quarantine, tracking
+from app.views.why import why_args
+from core import quarantine
 from core.quarantine import QuarantineError
 
 
@@ -63,7 +64,7 @@ def quarantine_detail(item_id):
             problem = str(exc)
     return render_template("quarantine/detail.html", item=item, view=view,
                            envelope=envelope, problem=problem,
-                           clues=tracking.read_clues(item.message.spam_clues),
+                           **why_args(current_app, item.message.spam_clues),
                            can_learn=quarantine.bayes_function("learn") is not None)
 
 

@@ -6,7 +6,8 @@ from flask import abort, current_app, render_template, request
 
 from app.access import login_required
 from app.views.ui import bp
-from core import stats, tracking
+from app.views.why import why_args
+from core import stats
 from core.models import Message, QuarantineItem, Recipient
 
 
@@ -44,4 +45,4 @@ def tracking_detail(qid):
     recipients = list(msg.recipients.order_by(Recipient.id))
     items = list(msg.quarantine.order_by(QuarantineItem.id))
     return render_template("tracking/detail.html", msg=msg, recipients=recipients,
-                           items=items, clues=tracking.read_clues(msg.spam_clues))
+                           items=items, **why_args(current_app, msg.spam_clues))

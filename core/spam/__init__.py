@@ -55,6 +55,7 @@ class SpamResult:
     tokens: list[tuple[str, float]] = dataclasses.field(default_factory=list)
     note: str = ""  # why there is no Bayes score, when there is none
     uri_hits: list = dataclasses.field(default_factory=list)  # uribl.UriHit
+    uri_note: str = ""  # which URI lookups were not made and why, "" if none
     autolearned: str = ""  # spam | ham | ""
 
 
@@ -86,6 +87,8 @@ class SpamFilter:
                                         on_write=self.scorer.add,
                                         table=self._table, compiled=compiled,
                                         on_weights=self._weights)
+        # Autolearning must not hold up mail for long on a locked database.
+        self.learner.patience = store.QUICK_PATIENCE
         self.flushed_at = time.monotonic()
         self._names: dict[int, str] = {}
         self.uribl = None
@@ -117,7 +120,12 @@ class SpamFilter:
         self.learner.add(parsed, kind == "spam")
         if (len(self.learner.pending) >= AUTOLEARN_BATCH
                 or time.monotonic() - self.flushed_at > AUTOLEARN_SECONDS):
-            self.flush()
+            try:
+                self.flush()
+            except StoreError as exc:
+                # Losing an autolearn batch costs a little training; failing
+                # the message that triggered the write would cost its delivery.
+                log.warning("event=bayes_autolearn_error error=%s", exc)
         return kind
 
     def flush(self) -> None:
@@ -185,7 +193,8 @@ class SpamFilter:
                                 probability, verdict, named)
             result.autolearned = self._autolearn(parsed, probability)
         if self.uribl is not None:
-            result.uri_hits = self.uribl.check(parsed)
+            checked = self.uribl.examine(parsed)
+            result.uri_hits, result.uri_note = checked.hits, checked.note
             points = sum(hit.score for hit in result.uri_hits)
             result.score = round(result.score + points, 3)
         return result

@@ -10,8 +10,22 @@ zlib-compressed, with a ``version`` bumped by every write. Dumps carry it as
 an ``n`` line (base64); older dumps without one restore to no weights, and
 older releases refuse dumps that have one.
 
+A dump ends with an ``e`` line holding its row counts, written last; restore
+reads the whole file first and changes nothing unless that line is there
+and the counts match, so a cut dump cannot replace a whole store. Dumps
+made before the end line existed look exactly like cut ones: restore
+refuses them unless told they are whole (``unchecked``).
+
+Writes open their transaction with the write lock taken (``BEGIN
+IMMEDIATE`` on SQLite): a transaction that reads first and writes later
+fails at once with "database is locked" when another process wrote in
+between, whatever the busy timeout. ``patiently`` retries a write that
+still finds the database locked for ``WRITE_PATIENCE`` seconds, then raises
+``StoreBusy``.
+
 Limits: a token's ``last_seen`` moves only when it is learned, not when it
 is scored, so expiry drops tokens that training has not seen recently.
+Older releases refuse dumps with an end line ("not a dump line").
 """
 
 from __future__ import annotations
@@ -39,10 +53,62 @@ NGRAM = "ngram4"
 # generation: bumped by every write; epoch: bumped when rows may have gone
 # (expiry, restore), which an incremental reload cannot see.
 META_KEYS = ("nham", "nspam", "generation", "epoch")
+# Kinds of dump lines the end line counts, and what they hold.
+DUMP_KINDS = {"m": "meta", "t": "token", "s": "learned-message", "n": "model"}
+
+
+# Seconds a write keeps trying while another process holds the write lock
+# (each try itself waits the connection's busy_timeout).
+WRITE_PATIENCE = 60.0
+# What a filter worker (autolearn) or a click in the web admin waits at most:
+# mail and the page must not stall for a minute, nor outlast gunicorn's
+# 30 s worker timeout.
+QUICK_PATIENCE = 10.0
+# The longest expiry age: a century of days (a day number stays small).
+MAX_EXPIRE_DAYS = 36500
 
 
 class StoreError(Exception):
     """The token store or a dump file cannot be used; the text says why."""
+
+
+class StoreBusy(StoreError):
+    """The database stayed locked by another writer; nothing was written."""
+
+
+def write_transaction():
+    """A transaction that takes the write lock at its start (SQLite)."""
+    database = models.db.obj
+    if isinstance(database, pw.SqliteDatabase):
+        # Nested in a transaction this is a savepoint; the lock is held.
+        return database.atomic("IMMEDIATE")
+    return database.atomic()
+
+
+def _locked(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def patiently(write, what: str = "the token store",
+              patience: float = WRITE_PATIENCE):
+    """Run ``write()`` (one transaction), again while the database is locked,
+    for at most ``patience`` seconds."""
+    deadline = time.monotonic() + patience
+    pause = 0.05
+    while True:
+        try:
+            return write()
+        except pw.OperationalError as exc:
+            if not _locked(exc) or models.db.obj.in_transaction():
+                raise
+            if time.monotonic() >= deadline:
+                raise StoreBusy(
+                    f"{what} stayed locked by another process for "
+                    f"{patience:.0f} s ({exc})") from None
+            log.info("event=bayes_write_retry reason=%s", exc)
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
 
 def today() -> int:
@@ -104,7 +170,7 @@ def apply(deltas: dict[int, list], nham: int, nspam: int,
     rows = [(token, d[0], d[1], day, d[2] if len(d) > 2 else 0.0)
             for token, d in deltas.items() if any(d)]
     negative = any(d[0] < 0 or d[1] < 0 for d in deltas.values())
-    with database.atomic():
+    with write_transaction():
         cursor = database.cursor()
         for start in range(0, len(rows), BATCH_ROWS):
             cursor.executemany(sql, rows[start:start + BATCH_ROWS])
@@ -200,8 +266,7 @@ def load_ngram(size: int) -> tuple[array | None, int]:
 
 def save_ngram(weights: array) -> int:
     """Store the 4-gram weights; returns their new version."""
-    database = models.db.obj
-    with database.atomic():
+    with write_transaction():
         version = ngram_version() + 1
         BayesModel.replace(name=NGRAM, version=version,
                            data=_pack(weights)).execute()
@@ -222,8 +287,7 @@ def seen(digest: str) -> bool | None:
 def mark_seen(marks: dict[str, bool], day: int | None = None) -> None:
     day = today() if day is None else day
     rows = [{"digest": d, "spam": s, "day": day} for d, s in marks.items()]
-    database = models.db.obj
-    with database.atomic():
+    with write_transaction():
         for start in range(0, len(rows), 500):
             BayesSeen.insert_many(rows[start:start + 500]).on_conflict(
                 conflict_target=[BayesSeen.digest],
@@ -234,16 +298,23 @@ def mark_seen(marks: dict[str, bool], day: int | None = None) -> None:
 def expire(max_age_days: int, max_count: int = 2, day: int | None = None) -> int:
     """Delete tokens unseen for ``max_age_days`` with at most ``max_count`` uses."""
     day = today() if day is None else day
+    if not 0 < max_age_days <= MAX_EXPIRE_DAYS:
+        raise StoreError(f"expiry after {max_age_days} days is out of range; "
+                         f"give 1 to {MAX_EXPIRE_DAYS} days")
     cutoff = day - max_age_days
-    database = models.db.obj
-    with database.atomic():
-        gone = BayesToken.delete().where(
-            (BayesToken.last_seen < cutoff)
-            & ((BayesToken.ham + BayesToken.spam) <= max_count)
-        ).execute()
-        if gone:
-            _add_meta("generation", 1)
-            _add_meta("epoch", 1)
+
+    def write() -> int:
+        with write_transaction():
+            gone = BayesToken.delete().where(
+                (BayesToken.last_seen < cutoff)
+                & ((BayesToken.ham + BayesToken.spam) <= max_count)
+            ).execute()
+            if gone:
+                _add_meta("generation", 1)
+                _add_meta("epoch", 1)
+        return gone
+
+    gone = patiently(write)
     log.info("event=bayes_expire tokens=%d cutoff_day=%d", gone, cutoff)
     return gone
 
@@ -262,16 +333,31 @@ def stats() -> dict[str, int]:
     }
 
 
+def _end_line(counts: dict[str, int]) -> str:
+    return "e\t" + "\t".join(f"{kind}={counts[kind]}" for kind in DUMP_KINDS) + "\n"
+
+
 def dump(path) -> int:
     """Write meta values and every token row to ``path`` (gzip text)."""
+    given = str(path)
     path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"{given} is a directory; give the name of the file to "
+                         f"write, such as {path / 'bayes.dump'}")
+    if given.endswith(("/", "\\")):
+        raise StoreError(f"{given} ends with a slash, so it names a folder; give "
+                         "the name of the file to write")
+    if not path.parent.is_dir():
+        raise StoreError(f"the folder of {given} does not exist; create it or "
+                         "give a path in an existing folder")
     database = models.db.obj
-    written = 0
+    counts = dict.fromkeys(DUMP_KINDS, 0)
     tmp = path.with_name(path.name + ".tmp")
     with database.atomic(), gzip.open(tmp, "wt", encoding="ascii") as out:
         out.write(DUMP_MAGIC + "\n")
         for key, value in meta().items():
             out.write(f"m\t{key}\t{value}\n")
+            counts["m"] += 1
         cursor = database.execute_sql(
             "SELECT token, ham, spam, last_seen, weight FROM "
             f"{BayesToken._meta.table_name} ORDER BY token")
@@ -282,30 +368,79 @@ def dump(path) -> int:
             # repr() of a float reads back to the same float.
             out.writelines(f"t\t{t}\t{h}\t{s}\t{d}\t{w!r}\n"
                            for t, h, s, d, w in rows)
-            written += len(rows)
+            counts["t"] += len(rows)
         for row in BayesSeen.select().tuples():
             out.write(f"s\t{row[0]}\t{int(row[1])}\t{row[2]}\n")
+            counts["s"] += 1
         for name, version, data in BayesModel.select(
                 BayesModel.name, BayesModel.version, BayesModel.data).tuples():
             encoded = base64.b64encode(bytes(data)).decode("ascii")
             out.write(f"n\t{name}\t{version}\t{encoded}\n")
+            counts["n"] += 1
+        # Last: a dump cut anywhere before this line has no end line.
+        out.write(_end_line(counts))
     tmp.replace(path)
-    return written
+    return counts["t"]
 
 
-def restore(path) -> dict[str, int]:
-    """Replace the whole store with the content of a dump file."""
+def _read_end(fields: list[str]) -> dict[str, int]:
+    counts = {}
+    for field in fields[1:]:
+        kind, _, number = field.partition("=")
+        if kind not in DUMP_KINDS or not number.isdigit():
+            raise ValueError(f"end line field {field!r} is not KIND=COUNT")
+        counts[kind] = int(number)
+    if set(counts) != set(DUMP_KINDS):
+        raise ValueError("the end line does not count every kind of row")
+    return counts
+
+
+def _check_whole(path, end: dict[str, int] | None, found: dict[str, int],
+                 unchecked: bool) -> None:
+    """Refuse a dump whose end line is missing or whose counts differ."""
+    if end is None:
+        if unchecked:
+            return
+        raise StoreError(
+            f"{path} has no end line, so it may be cut short: it holds "
+            f"{found['t']} token rows and {found['s']} learned messages, and a "
+            "dump made before dumps had an end line looks just the same; "
+            "nothing changed. Make a new dump with 'portcullis bayes dump', "
+            "or, if you are sure this file is whole, restore it with "
+            "--unchecked")
+    if end != found:
+        missing = ", ".join(f"{found[k]} {DUMP_KINDS[k]} rows of {end[k]}"
+                            for k in DUMP_KINDS if found[k] != end[k])
+        raise StoreError(f"incomplete dump: {missing}; nothing changed")
+
+
+def restore(path, unchecked: bool = False) -> dict[str, int]:
+    """Replace the whole store with the content of a dump file.
+
+    The dump must end with its end line and hold the rows it counts, else
+    nothing changes; ``unchecked`` accepts a dump without an end line (made
+    by a release before dumps had one).
+    """
     path = Path(path)
     tokens: list[tuple] = []
     marks: list[dict] = []
     blobs: list[dict] = []
     values = dict.fromkeys(META_KEYS, 0)
+    found = dict.fromkeys(DUMP_KINDS, 0)
+    end = None
     try:
         with gzip.open(path, "rt", encoding="ascii") as handle:
             if handle.readline().rstrip("\n") != DUMP_MAGIC:
                 raise StoreError(f"{path} is not a Bayes dump (no '{DUMP_MAGIC}' "
                                  "line); make one with 'portcullis bayes dump'")
             for number, line in enumerate(handle, 2):
+                if end is not None:
+                    raise StoreError(f"{path} line {number}: text after the end "
+                                     "line; nothing changed")
+                if not line.endswith("\n"):
+                    # A line cut in the middle is not trusted either.
+                    raise StoreError(f"{path} line {number}: cut short (no line "
+                                     "end); nothing changed")
                 fields = line.rstrip("\n").split("\t")
                 if fields[0] == "t" and len(fields) in (5, 6):
                     # Dumps made before token weights have five fields.
@@ -324,36 +459,52 @@ def restore(path) -> dict[str, int]:
                     _unpack(data, 1 << ngram.BITS)
                     blobs.append({"name": fields[1], "version": int(fields[2]),
                                   "data": data})
+                elif fields[0] == "e":
+                    end = _read_end(fields)
+                    continue
                 else:
                     raise StoreError(f"{path} line {number}: not a dump line")
+                found[fields[0]] += 1
     except (OSError, EOFError, UnicodeDecodeError, ValueError, zlib.error) as exc:
-        raise StoreError(f"{path} cannot be read as a Bayes dump: {exc}") from None
+        raise StoreError(f"{path} cannot be read as a Bayes dump: {exc}; nothing "
+                         "changed") from None
+    _check_whole(path, end, found, unchecked)
 
+    def write() -> None:
+        with write_transaction():
+            _replace(tokens, marks, blobs, dict(values))
+
+    patiently(write)
+    log.info("event=bayes_restore tokens=%d file=%s", len(tokens), path)
+    return stats()
+
+
+def _replace(tokens: list[tuple], marks: list[dict], blobs: list[dict],
+             values: dict[str, int]) -> None:
+    """Swap the store's rows for these (inside the caller's transaction)."""
     database = models.db.obj
     table = BayesToken._meta.table_name
     p = database.param
-    with database.atomic():
-        old = meta()
-        old_generation, old_epoch = old["generation"], old["epoch"]
-        BayesToken.delete().execute()
-        BayesSeen.delete().execute()
-        old_version = ngram_version()
-        BayesModel.delete().execute()
-        BayesMeta.delete().where(BayesMeta.key.in_(META_KEYS)).execute()
-        cursor = database.cursor()
-        sql = (f"INSERT INTO {table} (token, ham, spam, last_seen, weight) "
-               f"VALUES ({p}, {p}, {p}, {p}, {p})")
-        for start in range(0, len(tokens), BATCH_ROWS):
-            cursor.executemany(sql, tokens[start:start + BATCH_ROWS])
-        for start in range(0, len(marks), 500):
-            BayesSeen.insert_many(marks[start:start + 500]).execute()
-        for blob in blobs:
-            # A running filter reloads the weights when their version moves.
-            blob["version"] = max(blob["version"], old_version) + 1
-            BayesModel.insert(**blob).execute()
-        values["generation"] = max(values["generation"], old_generation) + 1
-        values["epoch"] = max(values["epoch"], old_epoch) + 1
-        BayesMeta.insert_many(
-            [{"key": k, "value": v} for k, v in values.items()]).execute()
-    log.info("event=bayes_restore tokens=%d file=%s", len(tokens), path)
-    return stats()
+    old = meta()
+    old_generation, old_epoch = old["generation"], old["epoch"]
+    BayesToken.delete().execute()
+    BayesSeen.delete().execute()
+    old_version = ngram_version()
+    BayesModel.delete().execute()
+    BayesMeta.delete().where(BayesMeta.key.in_(META_KEYS)).execute()
+
+    cursor = database.cursor()
+    sql = (f"INSERT INTO {table} (token, ham, spam, last_seen, weight) "
+           f"VALUES ({p}, {p}, {p}, {p}, {p})")
+    for start in range(0, len(tokens), BATCH_ROWS):
+        cursor.executemany(sql, tokens[start:start + BATCH_ROWS])
+    for start in range(0, len(marks), 500):
+        BayesSeen.insert_many(marks[start:start + 500]).execute()
+    for blob in blobs:
+        # A running filter reloads the weights when their version moves.
+        version = max(blob["version"], old_version) + 1
+        BayesModel.insert(**{**blob, "version": version}).execute()
+    values["generation"] = max(values["generation"], old_generation) + 1
+    values["epoch"] = max(values["epoch"], old_epoch) + 1
+    BayesMeta.insert_many(
+        [{"key": k, "value": v} for k, v in values.items()]).execute()

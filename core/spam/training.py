@@ -17,21 +17,38 @@ The character 4-gram weights (``core.spam.ngram``) are fitted the same way,
 ``ngram.FITS`` times, each in its own series of orders, and the mean of the
 fits is stored whole after each batch.
 
+A batch is written in one transaction: its counts, the digests of its
+messages and the 4-gram weights are stored together or not at all, so a
+batch that fails (the database stayed locked, see ``store.patiently``) is
+simply learned again by the next run. The fit is done before the write lock
+is taken, so other processes wait only for the write; when another process
+learned some of the same messages or stored 4-gram weights meanwhile, the
+batch is planned and fitted again while the lock is held.
+
+``train`` skips input that is not a mail message (``not_mail``: NUL bytes,
+compressed or executable file magic, or no "Name: value" header line at
+the start) and files over ``MAX_FILE`` bytes, and counts both.
+
 Limits: the passes see one batch at a time (``BATCH_MESSAGES``), so a
 training set much larger than a batch is fitted batch after batch rather
 than in passes over all of it; a Learner without a table of its own reads
 the whole store once, at its first write of more than ``FEW_MESSAGES``
-messages, to start from its weights. Two processes learning at the same
-moment each store the 4-gram weights they fitted: the later write wins and
-the other's steps on them are lost (its counts are not).
+messages, to start from its weights. A running filter's learner starts its
+4-gram fit from the filter's weights, not from the store, so when the CLI
+stores weights while the filter fits, the later write of the two wins and
+the other's 4-gram steps are lost (its counts are not). After a failed
+write the weights a running filter holds in memory keep the failed batch's
+steps until its next full reload.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
 import random
+import re
 import sys
 import time
 from array import array
@@ -51,6 +68,12 @@ BATCH_MESSAGES = 5000
 MAX_FILE = 50 * 1024 * 1024
 # Batches up to this size read only their own tokens' weights from the store.
 FEW_MESSAGES = 20
+# Starts of files that are surely no mail: gzip, bzip2, xz, zstd, zip, ELF,
+# PDF, PNG, JPEG.
+BINARY_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd",
+                b"PK\x03\x04", b"\x7fELF", b"%PDF-", b"\x89PNG", b"\xff\xd8\xff")
+# RFC 5322 section 2.2: a field name is printable US-ASCII but ':', then ':'.
+HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
 
 
 class TrainingError(Exception):
@@ -71,6 +94,18 @@ def strip_envelope(data: bytes) -> bytes:
         end = data.find(b"\n")
         return b"" if end < 0 else data[end + 1:]
     return data
+
+
+def not_mail(data: bytes) -> str:
+    """Why ``data`` is not a mail message ("" when it may be one)."""
+    if data.startswith(BINARY_MAGIC):
+        return "binary-file"
+    if b"\0" in data[:65536]:
+        # Mail is text (RFC 5322 section 2.1); binary parts are encoded.
+        return "nul-bytes"
+    if not HEADER_LINE.match(data):
+        return "no-header"
+    return ""
 
 
 def digest(parsed: ParsedMessage) -> str:
@@ -103,6 +138,23 @@ def _passes(messages: list[tuple], passes: int, step, orders: int = 0) -> None:
             break
 
 
+@dataclasses.dataclass
+class _Plan:
+    """What one batch changes in the store, worked out before writing."""
+
+    known: dict[str, bool]
+    ngram_version: int
+    deltas: dict[int, list] = dataclasses.field(default_factory=dict)
+    marks: dict[str, bool] = dataclasses.field(default_factory=dict)
+    learned: list[tuple] = dataclasses.field(default_factory=list)
+    nham: int = 0
+    nspam: int = 0
+    skipped: int = 0
+    weights: array | None = None
+    version: int = 0
+    keep: Callable | None = None  # a running filter's 4-gram weight setter
+
+
 class Learner:
     """Sums the counts of learned messages and writes them in batches."""
 
@@ -123,6 +175,9 @@ class Learner:
         self.pending: list[tuple[str, bool, array, array]] = []
         self.learned = 0
         self.skipped = 0
+        self.failed = 0  # messages of batches that could not be written
+        # Seconds a write waits for a locked database (store.patiently).
+        self.patience = store.WRITE_PATIENCE
 
     def add(self, parsed: ParsedMessage, is_spam: bool) -> None:
         tokens = array("q", sorted(set(
@@ -166,15 +221,21 @@ class Learner:
         get = changed.get_weight
         return {token: get(token) for token in touched}
 
-    def fit_ngram(self, messages: list[tuple]) -> None:
-        """TONE passes of the 4-gram weights over ``messages``; stores them."""
-        weights = keep = None
-        if self.on_weights is not None:
-            current, keep = self.on_weights()
-            if current is not None:
-                # A copy: the running filter keeps scoring with the old
-                # weights until the new ones are stored.
-                weights = array("f", current)
+    def _start_weights(self):
+        """(a running filter's 4-gram weights or None, its setter or None)."""
+        if self.on_weights is None:
+            return None, None
+        current, keep = self.on_weights()
+        # A copy: the running filter keeps scoring with the old weights
+        # until the new ones are stored.
+        return (None if current is None else array("f", current)), keep
+
+    def fit_ngram(self, messages: list[tuple], start=None) -> array:
+        """TONE passes of the 4-gram weights over ``messages``; returns them.
+
+        They start from ``start`` (changed in place), else the store's.
+        """
+        weights = start
         if weights is None:
             weights, _ = store.load_ngram(1 << ngram.BITS)
         if weights is None:
@@ -198,30 +259,26 @@ class Learner:
             touched.update(message[3])
         for bucket in touched:
             weights[bucket] = sum(fitted[bucket] for fitted in fits) / len(fits)
-        version = store.save_ngram(weights)
-        if keep is not None:
-            keep(weights, version)
+        return weights
 
-    def flush(self) -> int:
-        """Write what is pending; returns how many messages changed counts."""
-        if not self.pending:
-            return 0
-        batch, self.pending = self.pending, []
+    def _known(self, batch) -> dict[str, bool]:
+        """The class each message of ``batch`` is stored as, if learned."""
         known: dict[str, bool] = {}
         digests = list({m[0] for m in batch})
         for start in range(0, len(digests), 500):
             query = BayesSeen.select().where(
                 BayesSeen.digest.in_(digests[start:start + 500]))
             known.update((row.digest, bool(row.spam)) for row in query)
+        return known
 
-        deltas: dict[int, list] = {}
-        nham = nspam = changed = 0
-        marks: dict[str, bool] = {}
-        learned: list[tuple] = []
+    def _plan(self, batch, known: dict[str, bool]) -> _Plan:
+        """Count deltas and fitted weights of ``batch`` given what is known."""
+        plan = _Plan(known=known, ngram_version=store.ngram_version())
+        deltas = plan.deltas
         for key, is_spam, tokens, grams in batch:
-            before = marks.get(key, known.get(key))
+            before = plan.marks.get(key, known.get(key))
             if before is is_spam:
-                self.skipped += 1
+                plan.skipped += 1
                 continue
             sign_ham = -1 if is_spam else 1
             if before is None:
@@ -237,20 +294,63 @@ class Learner:
                 else:
                     entry[0] += dh
                     entry[1] += ds
-            nham += dh
-            nspam += ds
-            marks[key] = is_spam
-            learned.append((key, is_spam, tokens, grams))
-            changed += 1
+            plan.nham += dh
+            plan.nspam += ds
+            plan.marks[key] = is_spam
+            plan.learned.append((key, is_spam, tokens, grams))
 
-        if changed:
-            for token, weight in self.fit(learned).items():
+        if plan.learned:
+            for token, weight in self.fit(plan.learned).items():
                 deltas[token].append(weight)
-            store.apply(deltas, nham, nspam)
-            store.mark_seen(marks)
-            self.fit_ngram(learned)
+            start, plan.keep = self._start_weights()
+            plan.weights = self.fit_ngram(plan.learned, start)
+        return plan
+
+    def _write(self, batch, plan: _Plan) -> _Plan:
+        """Store ``plan`` in one transaction; planned again if the store moved."""
+        with store.write_transaction():
+            known = self._known(batch)
+            if known != plan.known:
+                # Another process learned some of these messages meanwhile:
+                # plan again from what is stored now (the lock is held).
+                self.own_table = None
+                plan = self._plan(batch, known)
+            elif plan.learned and store.ngram_version() != plan.ngram_version:
+                # Another process stored 4-gram weights: fit on top of them.
+                stored, _ = store.load_ngram(1 << ngram.BITS)
+                plan.weights = self.fit_ngram(plan.learned, stored)
+            if plan.learned:
+                store.apply(plan.deltas, plan.nham, plan.nspam)
+                store.mark_seen(plan.marks)
+                plan.version = store.save_ngram(plan.weights)
+        return plan
+
+    def flush(self) -> int:
+        """Write what is pending; returns how many messages changed counts.
+
+        Raises ``store.StoreBusy`` when the database stayed locked; then
+        nothing of the batch is stored and ``failed`` counts its messages.
+        """
+        if not self.pending:
+            return 0
+        batch, self.pending = self.pending, []
+        plan = self._plan(batch, self._known(batch))
+        try:
+            plan = store.patiently(lambda: self._write(batch, plan),
+                                   "the Bayes token store", self.patience)
+        except Exception:
+            # The fit moved this learner's own weights; read them again.
+            self.own_table = None
+            self.failed += len(batch)
+            raise
+
+        if plan.learned:
+            if plan.keep is not None:
+                plan.keep(plan.weights, plan.version)
             if self.on_write is not None:
-                self.on_write(deltas, nham, nspam)
+                self.on_write(plan.deltas, plan.nham, plan.nspam)
+        changed = len(plan.learned)
+        self.skipped += plan.skipped
         self.learned += changed
         return changed
 
@@ -294,27 +394,43 @@ def _files(path: Path) -> Iterator[Path]:
                 yield Path(root) / name
 
 
-def messages(paths: Iterable) -> Iterator[tuple[Path, bytes]]:
-    """(file, raw message) for every message under ``paths``."""
+def messages(paths: Iterable, counts: dict | None = None
+             ) -> Iterator[tuple[Path, bytes]]:
+    """(file, raw message) for every mail message under ``paths``.
+
+    What is left out is counted in ``counts``: ``skipped_too_big``,
+    ``unreadable`` and ``skipped_not_mail``; ``files`` counts files found.
+    """
+    counts = {} if counts is None else counts
+    for key in ("files", "skipped_too_big", "unreadable", "skipped_not_mail"):
+        counts.setdefault(key, 0)
     for path in paths:
         path = Path(path)
         if not path.exists():
             raise TrainingError(f"{path} does not exist; give files or folders "
                                 "of messages (one file each, mbox or Maildir)")
         for name in _files(path):
+            counts["files"] += 1
             try:
                 if name.stat().st_size > MAX_FILE:
                     log.warning("event=bayes_train_skip file=%s reason=too-big", name)
+                    counts["skipped_too_big"] += 1
                     continue
                 data = name.read_bytes()
             except OSError as exc:
-                log.warning("event=bayes_train_skip file=%s reason=%s", name, exc)
+                log.warning("event=bayes_train_skip file=%s reason=%s", name,
+                            exc.strerror or type(exc).__name__)
+                counts["unreadable"] += 1
                 continue
-            if _is_mbox(data):
-                for message in split_mbox(data):
-                    yield name, message
-            else:
-                yield name, strip_envelope(data)
+            found = split_mbox(data) if _is_mbox(data) else (strip_envelope(data),)
+            for message in found:
+                reason = not_mail(message)
+                if reason:
+                    log.warning("event=bayes_train_skip file=%s reason=%s", name,
+                                reason)
+                    counts["skipped_not_mail"] += 1
+                    continue
+                yield name, message
 
 
 class _Progress:
@@ -349,47 +465,78 @@ def train(paths_ham, paths_spam, progress: bool = True, settings=None,
           parse: Callable[[bytes], ParsedMessage] | None = None) -> dict:
     """Learn every message under ``paths_ham`` as ham and ``paths_spam`` as spam.
 
-    Returns counts: learned, already known, unreadable, seconds.
+    Returns counts: learned, already known, unreadable, skipped (not mail,
+    too big), seconds, and the store's totals; ``nothing_found_under`` lists
+    the paths that held no file (only when some did). Raises TrainingError
+    when no path held any file, or when the store stayed locked (saying how
+    much was learned).
     """
     parse = parse or default_parse()
     opts = tokenizer.options(settings)
     learner = Learner(opts)
     started = time.monotonic()
-    failed = 0
-    for label, paths, is_spam in (("ham", paths_ham or (), False),
-                                  ("spam", paths_spam or (), True)):
-        paths = list(paths)
-        if not paths:
-            continue
-        bar = _Progress(f"learning {label}", _count_files(paths), progress)
-        done = 0
-        last = None
-        for name, data in messages(paths):
-            if name != last:
-                done += 1
-                last = name
-                bar.update(done)
-            try:
-                parsed = parse(data)
-            except Exception as exc:  # core.mime never raises; others may
-                log.warning("event=bayes_train_skip file=%s reason=%s", name,
-                            type(exc).__name__)
-                failed += 1
-                continue
-            learner.add(parsed, is_spam)
-        learner.flush()
-        bar.update(done)
-        bar.close()
+    counts: dict[str, int] = {}
+    empty: list[str] = []
+    given = 0
+    try:
+        for label, paths, is_spam in (("ham", paths_ham or (), False),
+                                      ("spam", paths_spam or (), True)):
+            paths = list(paths)
+            given += len(paths)
+            for path in paths:
+                before = counts.get("files", 0)
+                _learn_path(learner, label, path, is_spam, counts, progress, parse)
+                if counts["files"] == before:
+                    empty.append(str(path))
+            learner.flush()
+    except store.StoreBusy as exc:
+        raise TrainingError(
+            f"{exc}: {learner.learned} messages were learned and stored, the "
+            f"last {learner.failed + len(learner.pending)} read were not; run the "
+            "same command again to learn the rest (messages already learned are "
+            "skipped)") from None
+    if empty and len(empty) == given:
+        raise TrainingError(f"no messages found under {', '.join(empty)}; give "
+                            "folders of messages (one file each, mbox or Maildir)")
+
     result = {
         "learned": learner.learned,
         "already_known": learner.skipped,
-        "unreadable": failed,
+        "unreadable": counts.get("unreadable", 0),
+        "skipped_not_mail": counts.get("skipped_not_mail", 0),
+        "skipped_too_big": counts.get("skipped_too_big", 0),
         "seconds": round(time.monotonic() - started, 1),
     }
     result.update(store.stats())
-    log.info("event=bayes_train learned=%d known=%d unreadable=%d",
-             learner.learned, learner.skipped, failed)
+    if empty:
+        result["nothing_found_under"] = empty
+    log.info("event=bayes_train learned=%d known=%d unreadable=%d not_mail=%d "
+             "too_big=%d", learner.learned, learner.skipped, result["unreadable"],
+             result["skipped_not_mail"], result["skipped_too_big"])
     return result
+
+
+def _learn_path(learner: Learner, label: str, path, is_spam: bool, counts: dict,
+                progress: bool, parse) -> None:
+    """Add every message under ``path`` to ``learner`` (which writes batches)."""
+    bar = _Progress(f"learning {label}", _count_files([path]), progress)
+    done = 0
+    last = None
+    for name, data in messages([path], counts):
+        if name != last:
+            done += 1
+            last = name
+            bar.update(done)
+        try:
+            parsed = parse(data)
+        except Exception as exc:  # core.mime never raises; others may
+            log.warning("event=bayes_train_skip file=%s reason=%s", name,
+                        type(exc).__name__)
+            counts["unreadable"] += 1
+            continue
+        learner.add(parsed, is_spam)
+    bar.update(done)
+    bar.close()
 
 
 def learn(data_or_parsed, is_spam: bool, settings=None) -> bool:
@@ -399,5 +546,6 @@ def learn(data_or_parsed, is_spam: bool, settings=None) -> bool:
     else:
         parsed = data_or_parsed
     learner = Learner(tokenizer.options(settings))
+    learner.patience = store.QUICK_PATIENCE  # a click in the web admin
     learner.add(parsed, is_spam)
     return learner.flush() > 0

@@ -1,0 +1,329 @@
+"""The Bayes commands under load and on bad input: no half writes, no junk.
+
+Training runs while a second SQLite connection writes to the same database
+file (as the running gateway does); a dump cut short must not replace a
+whole store; files that are no mail are skipped and counted. The CLI runs
+as a real subprocess against a temporary data_dir.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from core import config, db
+from core.models import BayesModel, BayesSeen, BayesToken
+from core.spam import store, training
+from tests.support.paths import CORPUS
+from tests.support.system import need
+from tests.test_bayes import parse
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(conf, *args):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PORTCULLIS_")}
+    return subprocess.run([sys.executable, "-m", "core.cli", "--config", str(conf),
+                           "bayes", *args], cwd=REPO, env=clean,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def conf(tmp_path):
+    path = tmp_path / "portcullis.conf"
+    path.write_text(f'data_dir = "{tmp_path / "data"}"\nbayes_min_learned = 2\n'
+                    "bayes_autolearn = false\nbayes_reload_seconds = 0\n")
+    return path
+
+
+@pytest.fixture
+def settings(conf):
+    settings = config.load(conf, environ={})
+    (conf.parent / "data").mkdir()
+    database = db.open_database(settings.database_url)
+    db.migrate(database)
+    yield settings
+    database.close()
+
+
+def db_path(settings) -> str:
+    return settings.database_url[len("sqlite:///"):]
+
+
+def corpus(count: int) -> tuple[list, list]:
+    need((CORPUS / "dev").is_dir(), "the dev corpus in ../shared/corpus")
+    ham = sorted((CORPUS / "dev" / "ham").glob("easy_ham.*.eml"))[:count]
+    spam = sorted((CORPUS / "dev" / "spam").glob("spam.*.eml"))[:count]
+    return ham, spam
+
+
+def snapshot() -> tuple:
+    return (sorted(BayesToken.select().tuples()), sorted(BayesSeen.select().tuples()),
+            sorted((n, v) for n, v, _ in BayesModel.select().tuples()), store.meta())
+
+
+class Writer(threading.Thread):
+    """Another process's connection: short write transactions in a loop."""
+
+    def __init__(self, path: str, hold: float = 0.01, gap: float = 0.005):
+        super().__init__(daemon=True)
+        self.connection = sqlite3.connect(path, timeout=10, isolation_level=None,
+                                          check_same_thread=False)
+        self.connection.execute("CREATE TABLE IF NOT EXISTS noise (n INTEGER)")
+        self.hold, self.gap = hold, gap
+        self.stop = threading.Event()
+        self.commits = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.connection.execute("BEGIN IMMEDIATE")
+            self.connection.execute("INSERT INTO noise VALUES (1)")
+            time.sleep(self.hold)
+            self.connection.execute("COMMIT")
+            self.commits += 1
+            time.sleep(self.gap)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.join(10)
+        self.connection.close()
+
+
+# region training while another connection writes
+
+
+def test_training_while_another_connection_writes_stores_everything(
+        settings, monkeypatch):
+    ham, spam = corpus(15)
+    # Small batches: many write transactions, each racing the writer.
+    monkeypatch.setattr(training, "BATCH_MESSAGES", 3)
+    with Writer(db_path(settings)) as writer:
+        result = training.train(ham, spam, progress=False, settings=settings,
+                                 parse=parse)
+    assert writer.commits > 10
+    assert result["learned"] == 30 and result["learned_messages"] == 30
+    assert result["ham_messages"] == 15 and result["spam_messages"] == 15
+    # Every batch stored its 4-gram weights with its counts.
+    assert store.ngram_version() == 10
+
+
+def test_a_database_locked_too_long_stores_nothing_and_says_what(
+        settings, monkeypatch):
+    ham, spam = corpus(4)
+    monkeypatch.setattr(store, "WRITE_PATIENCE", 0.3)
+    store.BayesMeta.select().count()
+    db.models.db.obj.execute_sql("PRAGMA busy_timeout = 50")
+    holder = sqlite3.connect(db_path(settings), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(training.TrainingError) as caught:
+            training.train(ham, spam, progress=False, settings=settings,
+                           parse=parse)
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    text = str(caught.value)
+    assert "stayed locked" in text and "0 messages were learned" in text
+    assert "the last 4 read were not" in text and "run the same command" in text
+    assert store.stats()["tokens"] == 0 and store.stats()["learned_messages"] == 0
+    assert store.ngram_version() == 0
+
+    # Run again: everything is learned, the 4-gram weights included.
+    again = training.train(ham, spam, progress=False, settings=settings,
+                           parse=parse)
+    assert again["learned"] == 8 and again["already_known"] == 0
+    assert store.ngram_version() == 2
+
+
+def test_another_learner_meanwhile_is_not_counted_twice(settings):
+    ham, _ = corpus(3)
+    first = training.Learner(training.tokenizer.options(settings))
+    second = training.Learner(training.tokenizer.options(settings))
+    for path in ham:
+        parsed = parse(training.strip_envelope(path.read_bytes()))
+        first.add(parsed, False)
+        second.add(parsed, False)
+    # The second planned from the same state; the first wrote in between.
+    plan = second._plan(second.pending, second._known(second.pending))
+    assert first.flush() == 3
+    stored = second._write(second.pending, plan)
+    assert stored.learned == [] and stored.skipped == 3
+    assert store.meta()["nham"] == 3
+
+
+# endregion
+
+# region dump and restore
+
+
+@pytest.fixture
+def trained(settings):
+    ham, spam = corpus(6)
+    training.train(ham, spam, progress=False, settings=settings, parse=parse)
+
+
+def lines_of(path) -> list[str]:
+    with gzip.open(path, "rt", encoding="ascii") as handle:
+        return handle.readlines()
+
+
+def write_dump(path, lines) -> None:
+    with gzip.open(path, "wt", encoding="ascii") as out:
+        out.writelines(lines)
+
+
+def test_dump_ends_with_its_row_counts(settings, trained, tmp_path):
+    path = tmp_path / "bayes.dump"
+    tokens = store.dump(path)
+    end = lines_of(path)[-1].split()
+    stats = store.stats()
+    assert end == ["e", "m=4", f"t={tokens}", f"s={stats['learned_messages']}",
+                   "n=1"]
+    assert tokens == stats["tokens"]
+
+
+def test_a_cut_dump_changes_nothing(settings, trained, tmp_path, conf):
+    path = tmp_path / "bayes.dump"
+    store.dump(path)
+    lines = lines_of(path)
+    before = snapshot()
+
+    half = tmp_path / "half.dump"
+    write_dump(half, lines[:len(lines) // 2])
+    with pytest.raises(store.StoreError, match="no end line.*nothing changed"):
+        store.restore(half)
+
+    # The end line kept, rows gone: the counts say how many are missing.
+    gone = [line for line in lines if not line.startswith("t\t")][:-1]
+    gone += [line for line in lines if line.startswith("t\t")][:-5]
+    tokens = sum(line.startswith("t\t") for line in lines)
+    short = tmp_path / "short.dump"
+    write_dump(short, gone + lines[-1:])
+    with pytest.raises(store.StoreError) as caught:
+        store.restore(short)
+    assert str(caught.value) == (f"incomplete dump: {tokens - 5} token rows of "
+                                 f"{tokens}; nothing changed")
+
+    # A last line cut in the middle, and text after the end line.
+    cut = tmp_path / "cut.dump"
+    write_dump(cut, lines[:-1] + [lines[-1][:-3]])
+    with pytest.raises(store.StoreError, match="cut short"):
+        store.restore(cut)
+    after = tmp_path / "after.dump"
+    write_dump(after, lines + lines[1:2])
+    with pytest.raises(store.StoreError, match="after the end line"):
+        store.restore(after)
+    assert snapshot() == before
+
+    refused = run(conf, "restore", str(half))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "no end line" in refused.stderr and "--unchecked" in refused.stderr
+    assert snapshot() == before
+
+    # The whole dump restores; without its end line only when told so.
+    assert store.restore(path)["tokens"] == len(before[0])
+    old = tmp_path / "old.dump"
+    write_dump(old, lines[:-1])
+    unchecked = run(conf, "restore", "--unchecked", str(old))
+    assert unchecked.returncode == 0, unchecked.stderr
+    # The same rows; the weights' version moves on, so that filters reload.
+    assert snapshot()[:2] == before[:2]
+    assert [name for name, _ in snapshot()[2]] == ["ngram4"]
+
+
+def test_dump_to_a_directory_names_it_as_given(settings, conf, tmp_path):
+    folder = tmp_path / "x"
+    folder.mkdir()
+    result = run(conf, "dump", f"{folder}/")
+    assert result.returncode == 2
+    assert f"{folder}/ is a directory" in result.stderr
+    assert ".tmp" not in result.stderr
+    missing = run(conf, "dump", str(tmp_path / "nope" / "bayes.dump"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+# endregion
+
+# region training input
+
+
+def test_input_that_is_no_mail_is_skipped_and_counted(settings, tmp_path, conf):
+    ham, spam = corpus(2)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for path in spam:
+        (folder / path.name).write_bytes(path.read_bytes())
+    rng = random.Random(5)
+    (folder / "random").write_bytes(bytes(rng.randrange(256) for _ in range(200_000)))
+    (folder / "ls").write_bytes(b"\x7fELF\x02\x01\x01" + bytes(5000))
+    (folder / "notes.txt").write_bytes(b"hello, this is a note\nnot a mail\n")
+    (folder / "nul").write_bytes(b"Subject: x\n\nbody\0with a NUL\n")
+    dump = tmp_path / "bayes.dump"
+    store.dump(dump)
+
+    result = run(conf, "train", "--spam", str(folder), "--ham", str(dump), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "learned: 2\n" in result.stdout
+    assert "skipped_not_mail: 5\n" in result.stdout
+    stats = store.stats()
+    assert stats["spam_messages"] == 2 and stats["ham_messages"] == 0
+    assert stats["tokens"] < 5000
+
+
+def test_a_file_too_big_is_counted(settings, tmp_path, conf):
+    folder = tmp_path / "big"
+    folder.mkdir()
+    with open(folder / "huge.eml", "wb") as out:
+        out.truncate(training.MAX_FILE + 1)  # sparse: no disk used
+    result = run(conf, "train", "--spam", str(folder), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "skipped_too_big: 1\n" in result.stdout
+    assert "learned: 0\n" in result.stdout
+
+
+def test_an_empty_folder_says_so(settings, tmp_path, conf):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = run(conf, "train", "--spam", str(empty), "--quiet")
+    assert nothing.returncode == 2
+    assert f"no messages found under {empty}" in nothing.stderr
+
+    ham, _ = corpus(1)
+    some = run(conf, "train", "--spam", str(empty), "--ham", str(ham[0]), "--quiet")
+    assert some.returncode == 0, some.stderr
+    assert f"no messages found under {empty}" in some.stderr
+    assert "learned: 1\n" in some.stdout and "nothing_found" not in some.stdout
+
+
+# endregion
+
+# region expire and token
+
+
+def test_expire_days_out_of_range_is_one_line(settings, conf):
+    result = run(conf, "expire", "--days", "99999999999999999999")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "36500" in result.stderr
+    with pytest.raises(store.StoreError, match="out of range"):
+        store.expire(10**20)
+
+
+def test_token_help_says_why_most_weights_are_zero(conf):
+    result = run(conf, "token", "--help")
+    assert result.returncode == 0
+    assert "most tokens have weight 0" in " ".join(result.stdout.split())
+
+
+# endregion
