@@ -521,5 +521,7 @@ def describe() -> str:
         default = key.default
         if isinstance(default, tuple):
             default = ", ".join(default)
-        lines.append(f"| `{key.name}` | `{default}` | {key.help} |")
+        # A "|" in a cell would end it: Markdown tables take it escaped.
+        meaning = key.help.replace("|", "\\|")
+        lines.append(f"| `{key.name}` | `{default}` | {meaning} |")
     return "\n".join(lines)
