@@ -244,7 +244,8 @@ class Key:
 SCHEMA: tuple[Key, ...] = (
     # Where things live.
     Key("data_dir", _str, "./var",
-        "Directory for the queue, quarantine, database and generated keys."),
+        "Directory for the queue, quarantine, database and generated keys; a "
+        "relative path is taken from the folder the command runs in."),
     Key("database_url", _str, "",
         "peewee database URL; empty means sqlite:///<data_dir>/portcullis.db."),
     Key("hostname", _str, "",

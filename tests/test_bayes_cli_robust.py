@@ -213,8 +213,16 @@ def test_a_cut_dump_changes_nothing(settings, trained, tmp_path, conf):
     write_dump(short, gone + lines[-1:])
     with pytest.raises(store.StoreError) as caught:
         store.restore(short)
-    assert str(caught.value) == (f"incomplete dump: {tokens - 5} token rows of "
-                                 f"{tokens}; nothing changed")
+    assert str(caught.value) == (f"incomplete dump: {tokens - 5} token rows "
+                                 f"where its end line counts {tokens}; nothing "
+                                 "changed")
+
+    # More rows than the end line counts: not called incomplete.
+    extra = tmp_path / "extra.dump"
+    token_line = next(line for line in lines if line.startswith("t\t"))
+    write_dump(extra, lines[:-1] + [token_line, lines[-1]])
+    with pytest.raises(store.StoreError, match="does not match its end line"):
+        store.restore(extra)
 
     # A last line cut in the middle, and text after the end line.
     cut = tmp_path / "cut.dump"

@@ -409,9 +409,12 @@ def _check_whole(path, end: dict[str, int] | None, found: dict[str, int],
             "or, if you are sure this file is whole, restore it with "
             "--unchecked")
     if end != found:
-        missing = ", ".join(f"{found[k]} {DUMP_KINDS[k]} rows of {end[k]}"
-                            for k in DUMP_KINDS if found[k] != end[k])
-        raise StoreError(f"incomplete dump: {missing}; nothing changed")
+        wrong = ", ".join(f"{found[k]} {DUMP_KINDS[k]} rows where its end line "
+                          f"counts {end[k]}" for k in DUMP_KINDS if found[k] != end[k])
+        # Fewer rows: cut short; more: rows added; either way not the dump made.
+        what = ("incomplete dump" if all(found[k] <= end[k] for k in DUMP_KINDS)
+                else "dump does not match its end line")
+        raise StoreError(f"{what}: {wrong}; nothing changed")
 
 
 def restore(path, unchecked: bool = False) -> dict[str, int]:
@@ -432,7 +435,8 @@ def restore(path, unchecked: bool = False) -> dict[str, int]:
         with gzip.open(path, "rt", encoding="ascii") as handle:
             if handle.readline().rstrip("\n") != DUMP_MAGIC:
                 raise StoreError(f"{path} is not a Bayes dump (no '{DUMP_MAGIC}' "
-                                 "line); make one with 'portcullis bayes dump'")
+                                 "line); nothing changed; make one with "
+                                 "'portcullis bayes dump'")
             for number, line in enumerate(handle, 2):
                 if end is not None:
                     raise StoreError(f"{path} line {number}: text after the end "
