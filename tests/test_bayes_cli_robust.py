@@ -9,49 +9,24 @@ as a real subprocess against a temporary data_dir.
 from __future__ import annotations
 
 import gzip
-import os
 import random
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from core import config, db
+from core import db
 from core.models import BayesModel, BayesSeen, BayesToken
 from core.spam import store, training
+from tests.support.filtering import bayes_cli, conf, settings  # noqa: F401
 from tests.support.paths import CORPUS
 from tests.support.system import need
 from tests.test_bayes import parse
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def run(conf, *args):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PORTCULLIS_")}
-    return subprocess.run([sys.executable, "-m", "core.cli", "--config", str(conf),
-                           "bayes", *args], cwd=REPO, env=clean,
-                          capture_output=True, text=True, timeout=120)
-
-
-@pytest.fixture
-def conf(tmp_path):
-    path = tmp_path / "portcullis.conf"
-    path.write_text(f'data_dir = "{tmp_path / "data"}"\nbayes_min_learned = 2\n'
-                    "bayes_autolearn = false\nbayes_reload_seconds = 0\n")
-    return path
-
-
-@pytest.fixture
-def settings(conf):
-    settings = config.load(conf, environ={})
-    (conf.parent / "data").mkdir()
-    database = db.open_database(settings.database_url)
-    db.migrate(database)
-    yield settings
-    database.close()
+    return bayes_cli(conf, *args, timeout=120)
 
 
 def db_path(settings) -> str:

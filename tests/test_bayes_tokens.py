@@ -8,49 +8,25 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 
 import pytest
 
-from core import config, db
+from core import db
 from core.message import ParsedMessage
 from core.models import BayesToken
 from core.pipeline import BayesExpiry, FilterWorker
 from core.spam import SpamFilter, store, tokeninfo, tokenize_py, training
 from core.spam import tokenspec as ts
+from tests.support.filtering import bayes_cli, conf, settings  # noqa: F401
 from tests.support.paths import CORPUS
 from tests.support.system import need
 from tests.test_bayes import message, parse
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TODAY = store.today()
 
 
 def run(conf, *args):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PORTCULLIS_")}
-    return subprocess.run([sys.executable, "-m", "core.cli", "--config", str(conf),
-                           "bayes", *args], cwd=REPO, env=clean,
-                          capture_output=True, text=True, timeout=60)
-
-
-@pytest.fixture
-def conf(tmp_path):
-    path = tmp_path / "portcullis.conf"
-    path.write_text(f'data_dir = "{tmp_path / "data"}"\nbayes_min_learned = 2\n'
-                    "bayes_autolearn = false\nbayes_reload_seconds = 0\n")
-    return path
-
-
-@pytest.fixture
-def settings(conf):
-    settings = config.load(conf, environ={})
-    (conf.parent / "data").mkdir()
-    database = db.open_database(settings.database_url)
-    db.migrate(database)
-    yield settings
-    database.close()
+    return bayes_cli(conf, *args, timeout=60)
 
 
 def corpus_messages(count: int) -> tuple[list, list]:

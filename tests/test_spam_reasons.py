@@ -10,11 +10,11 @@ import json
 
 import pytest
 
-from core import db, pipeline, tracking
+from core import db, tracking
 from core.models import Message, QuarantineItem
-from core.spool import Envelope, new_qid
+from tests.support.filtering import filter_one
 from tests.test_cli import run
-from tests.test_web import build, csrf_of, login, seed, spool_of
+from tests.test_web import build, login, seed, spool_of
 
 ZONE = "reasons.uribl.test"
 HAM_WORDS = "meeting agenda minutes project budget review"
@@ -53,17 +53,9 @@ def app(tmp_path, dns_zone):
 
 def _filter(app, quarantine_level: float, data: bytes = SPAMMY) -> str:
     """One message through a real filter worker; returns its queue id."""
-    base = app.extensions["portcullis"]["settings"]
-    settings = base.replace(virus_scan=False, bayes_enabled=True,
-                            bayes_min_learned=2, uribl_zones=(f"{ZONE}:2.5",),
-                            spam_quarantine_level=quarantine_level)
-    worker = pipeline.FilterWorker(settings)
-    env = Envelope(qid=new_qid(), sender="win@example.org",
-                   recipients=["bob@example.com"], size=len(data))
-    worker.spool.store_new(env, data)
-    assert worker.run_once() == 1
-    tracking.flush()
-    return env.qid
+    return filter_one(app, data, bayes_min_learned=2,
+                      uribl_zones=(f"{ZONE}:2.5",),
+                      spam_quarantine_level=quarantine_level)
 
 
 @pytest.fixture

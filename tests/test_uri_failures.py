@@ -11,10 +11,10 @@ import logging
 
 import pytest
 
-from core import config, pipeline, tracking
+from core import config, tracking
 from core.models import Message, utcnow
 from core.spam import uribl
-from core.spool import Envelope, new_qid
+from tests.support.filtering import filter_one
 from tests.test_cli import run
 from tests.test_uri import settings_with, text_message
 from tests.test_web import build, login, seed, spool_of
@@ -130,19 +130,10 @@ def app(tmp_path, fast):
 
 
 def _filter(app) -> str:
-    base = app.extensions["portcullis"]["settings"]
-    settings = base.replace(virus_scan=False, bayes_enabled=True,
-                            uribl_zones=(DOWN,), spam_quarantine_level=100.0)
-    worker = pipeline.FilterWorker(settings)
     data = (b"From: <win@example.org>\r\nTo: <bob@example.com>\r\n"
             b"Subject: links\r\n\r\nsee http://a.example0.com/ and "
             b"http://b.example1.com/\r\n")
-    env = Envelope(qid=new_qid(), sender="win@example.org",
-                   recipients=["bob@example.com"], size=len(data))
-    worker.spool.store_new(env, data)
-    assert worker.run_once() == 1
-    tracking.flush()
-    return env.qid
+    return filter_one(app, data, uribl_zones=(DOWN,), spam_quarantine_level=100.0)
 
 
 def test_an_unchecked_message_says_so_everywhere(app, tmp_path, dns_zone, caplog):
