@@ -229,9 +229,11 @@ class BayesExpiry:
         if now < self.due or not self.enabled:
             return None
         try:
-            from core.spam import expire
+            from core.spam import expire, store
 
-            gone = expire(self.settings)
+            # Worker 0 filters mail meanwhile: a locked store is tried again
+            # at the next retry, not waited for a minute.
+            gone = expire(self.settings, patience=store.QUICK_PATIENCE)
         except Exception:
             # A busy or broken store must not stop the filtering of mail.
             self.due = now + self.retry

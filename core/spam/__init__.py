@@ -238,6 +238,6 @@ def restore(path) -> dict:
     return store.restore(path)
 
 
-def expire(settings=None) -> int:
+def expire(settings=None, patience: float = store.WRITE_PATIENCE) -> int:
     """Drop old rare tokens (bayes_expire_days); returns how many went."""
-    return store.expire(_settings(settings).bayes_expire_days)
+    return store.expire(_settings(settings).bayes_expire_days, patience=patience)

@@ -295,8 +295,10 @@ def mark_seen(marks: dict[str, bool], day: int | None = None) -> None:
             ).execute()
 
 
-def expire(max_age_days: int, max_count: int = 2, day: int | None = None) -> int:
-    """Delete tokens unseen for ``max_age_days`` with at most ``max_count`` uses."""
+def expire(max_age_days: int, max_count: int = 2, day: int | None = None,
+           patience: float = WRITE_PATIENCE) -> int:
+    """Delete tokens unseen for ``max_age_days`` with at most ``max_count`` uses
+    (waiting at most ``patience`` seconds for a locked database)."""
     day = today() if day is None else day
     if not 0 < max_age_days <= MAX_EXPIRE_DAYS:
         raise StoreError(f"expiry after {max_age_days} days is out of range; "
@@ -314,7 +316,7 @@ def expire(max_age_days: int, max_count: int = 2, day: int | None = None) -> int
                 _add_meta("epoch", 1)
         return gone
 
-    gone = patiently(write)
+    gone = patiently(write, patience=patience)
     log.info("event=bayes_expire tokens=%d cutoff_day=%d", gone, cutoff)
     return gone
 
