@@ -281,16 +281,6 @@ def _with_reasons(data: dict, msg) -> dict:
     return data
 
 
-def _band(probability: float, settings) -> str:
-    # The filter's own verdict band, not 0.5: that is what decided.
-    low, high = settings.bayes_unsure_low, settings.bayes_unsure_high
-    if probability >= high:
-        return f"spam: at or above bayes_unsure_high {high}"
-    if probability <= low:
-        return f"ham: at or below bayes_unsure_low {low}"
-    return f"unsure: between bayes_unsure_low {low} and bayes_unsure_high {high}"
-
-
 def _print_reasons(msg, settings) -> None:
     """Why the filter judged one message so, below its table row."""
     from core import tracking
@@ -300,7 +290,7 @@ def _print_reasons(msg, settings) -> None:
     print()
     if msg.bayes_probability is not None:
         print(f"Bayes probability: {msg.bayes_probability:.4f} "
-              f"({_band(msg.bayes_probability, settings)})")
+              f"({tracking.band_label(msg.bayes_probability, settings)})")
     elif clues["note"]:
         print(f"Bayes probability: none ({scrub(clues['note'])})")
     elif msg.spam_clues:

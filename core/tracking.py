@@ -279,6 +279,17 @@ def clues_of(spam) -> dict | None:
                      "uri_note": getattr(spam, "uri_note", "") or ""})
 
 
+def band_label(probability: float, settings) -> str:
+    """Which side of the filter's unsure band ``probability`` lies on, as the
+    Why section and ``portcullis track`` say it (the band decided, not 0.5)."""
+    low, high = settings.bayes_unsure_low, settings.bayes_unsure_high
+    if probability >= high:
+        return f"spam: at or above bayes_unsure_high {high}"
+    if probability <= low:
+        return f"ham: at or below bayes_unsure_low {low}"
+    return f"unsure: between bayes_unsure_low {low} and bayes_unsure_high {high}"
+
+
 def read_clues(text: str | None) -> dict:
     """Stored ``spam_clues`` as a dict; empty lists and note for old rows."""
     try:

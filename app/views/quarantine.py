@@ -64,17 +64,20 @@ def quarantine_detail(item_id):
             problem = str(exc)
     return render_template("quarantine/detail.html", item=item, view=view,
                            envelope=envelope, problem=problem,
-                           **why_args(current_app, item.message.spam_clues),
+                           **why_args(current_app, item.message),
                            can_learn=quarantine.bayes_function("learn") is not None)
 
 
-def _act(item_id, action, done: str | None):
+def _act(item_id, action, done):
+    # done: the notice ("{qid}" and "{id}" filled in), or a function of the
+    # item giving it.
     try:
         item = action()
     except QuarantineError as exc:
         flash(str(exc), "error")
         return _back()
-    done = done or item.done
+    if callable(done):
+        done = done(item)
     flash(done.format(qid=item.message.qid, id=item.id), "info")
     return _back(item.kind)
 
@@ -108,11 +111,9 @@ def quarantine_learn(item_id):
     spool = spool_of(current_app)
     settings = settings_of(current_app)
     what = "spam" if as_spam else "not spam"
-
-    def learn():
-        item = quarantine.learn(spool, item_id, as_spam, g.user.username, settings)
-        item.done = (f"Learned {{qid}} as {what}." if item.learned else
-                     f"{{qid}} was already learned as {what}; nothing changed.")
-        return item
-
-    return _act(item_id, learn, None)
+    return _act(item_id,
+                lambda: quarantine.learn(spool, item_id, as_spam, g.user.username,
+                                         settings),
+                lambda item: (f"Learned {{qid}} as {what}." if item.learned else
+                              f"{{qid}} was already learned as {what}; nothing "
+                              "changed."))

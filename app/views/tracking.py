@@ -45,4 +45,4 @@ def tracking_detail(qid):
     recipients = list(msg.recipients.order_by(Recipient.id))
     items = list(msg.quarantine.order_by(QuarantineItem.id))
     return render_template("tracking/detail.html", msg=msg, recipients=recipients,
-                           items=items, **why_args(current_app, msg.spam_clues))
+                           items=items, **why_args(current_app, msg))

@@ -6,8 +6,10 @@ from app import settings_of
 from core import tracking
 
 
-def why_args(app, stored: str | None) -> dict:
-    """Template arguments: the stored clues and the Bayes band of the settings."""
-    settings = settings_of(app)
-    return {"clues": tracking.read_clues(stored),
-            "band": (settings.bayes_unsure_low, settings.bayes_unsure_high)}
+def why_args(app, msg) -> dict:
+    """Template arguments for message ``msg``: its stored clues and the label
+    of its Bayes probability in the filter's unsure band (None without one)."""
+    probability = msg.bayes_probability
+    return {"clues": tracking.read_clues(msg.spam_clues),
+            "band": None if probability is None
+            else tracking.band_label(probability, settings_of(app))}

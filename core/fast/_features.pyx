@@ -475,32 +475,9 @@ def html_features(html, list out):
 
 
 def body_segments(parsed, list out):
-    """The body segments of ``parsed``, appended to ``out``."""
-    for part in parsed.parts[:MAX_PARTS]:
-        ctype = (part.content_type or "").lower()
-        out.append((b"part:", ctype[:64].encode(), LITERAL))
-        if part.charset:
-            out.append((b"part:charset:", part.charset.lower()[:40].encode(),
-                        LITERAL))
-        if part.filename or part.disposition == "attachment":
-            name = part.filename[:200]
-            out.append((b"filename:", _enc(name), WORDS))
-            _, dot, ext = name.rpartition(".")
-            if dot:
-                out.append((b"att:ext:", _enc(ext[:16].lower()), LITERAL))
-            out.append((b"att:type:", ctype[:64].encode(), LITERAL))
-            if part.detected_type and part.detected_type != ctype:
-                out.append((b"att:real:", part.detected_type[:64].encode(),
-                            LITERAL))
-        text = part.text
-        html = ctype == "text/html"
-        if text is None:
-            text, html = _py.part_text(part)
-            if text is None:
-                continue
-        if html:
-            html_features(text, out)
-        _py.text_segments(text, HTML if html else WORDS, out)
+    """The body segments of ``parsed``, appended to ``out``: the twin's walk
+    over the parts (a few per message), with the compiled HTML features."""
+    _py.body_segments(parsed, out, html_features)
 
 
 def segments(parsed):

@@ -158,10 +158,16 @@ MAX_PLANS = 4096
 MAX_PLAN_NAME = 64
 
 
+def skipped_field(key: str) -> bool:
+    """Whether the header field ``key`` (lowercased) is no evidence: another
+    filter's verdict or what a mail client wrote after delivery."""
+    return key.startswith(SKIP_PREFIXES) or key in MAILBOX_FIELDS
+
+
 def _plan(name: str) -> tuple:
     """(key, hdr token, word prefix, literal prefix, kind); () to skip."""
     key = name.lower().strip()
-    if key.startswith(SKIP_PREFIXES) or key in MAILBOX_FIELDS:
+    if skipped_field(key):
         plan: tuple = ()
     else:
         plan = (key, key[:40].encode("utf-8", "replace"),
@@ -327,7 +333,9 @@ def part_text(part) -> tuple[str | None, bool]:
     return None, False
 
 
-def body_segments(parsed: ParsedMessage, out: list) -> None:
+def body_segments(parsed: ParsedMessage, out: list, html=html_features) -> None:
+    """The body segments of ``parsed``, appended to ``out``; ``html`` gives
+    the HTML features (the compiled feature step passes its own)."""
     for part in parsed.parts[:MAX_PARTS]:
         ctype = (part.content_type or "").lower()
         out.append((b"part:", ctype[:64].encode(), LITERAL))
@@ -342,12 +350,12 @@ def body_segments(parsed: ParsedMessage, out: list) -> None:
             out.append((b"att:type:", ctype[:64].encode(), LITERAL))
             if part.detected_type and part.detected_type != ctype:
                 out.append((b"att:real:", part.detected_type[:64].encode(), LITERAL))
-        text, html = part_text(part)
+        text, is_html = part_text(part)
         if text is None:
             continue
-        if html:
-            html_features(text, out)
-        text_segments(text, HTML if html else WORDS, out)
+        if is_html:
+            html(text, out)
+        text_segments(text, HTML if is_html else WORDS, out)
 
 
 def segments(parsed: ParsedMessage) -> list[tuple[bytes, bytes, int]]:

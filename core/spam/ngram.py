@@ -51,7 +51,6 @@ PASSES = 10
 # --method mix --seed ...) and is one weight array to score with, as before;
 # training the 4-grams takes four times as long.
 FITS = 4
-SKIP_PREFIXES = ("x-spam", "x-bogosity", "x-portcullis", "x-virus")
 
 
 def implementation(compiled: bool | None = None):
@@ -64,8 +63,7 @@ def text(parsed: ParsedMessage, limit: int = MAX_BYTES) -> bytes:
     out = []
     size = 0
     for name, value in parsed.headers:
-        key = name.lower()
-        if key.startswith(SKIP_PREFIXES) or key in features.MAILBOX_FIELDS:
+        if features.skipped_field(name.lower()):
             continue
         line = f"{name}: {value}\n"
         out.append(line)
