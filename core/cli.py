@@ -295,6 +295,8 @@ def _print_reasons(msg, settings) -> None:
         print(f"Bayes probability: none ({scrub(clues['note'])})")
     elif msg.spam_clues:
         print("Bayes probability: none")
+    elif msg.filtered_at is None:
+        print("Bayes probability: not filtered yet")
     else:
         print("Bayes probability: nothing recorded (filtered without the Bayes "
               "filter, or before clues were kept)")

@@ -280,6 +280,8 @@ def test_policy_checks_are_switched_on_and_listed_from_the_cli(ready, conf):
     added = run("policy", "add", "block", "sender", "*.spam.example", conf=conf)
     assert added.returncode == 0, added.stderr
     assert store.load()["spf.enabled"] is True
+    empty = run("policy", "list", "welcome", conf=conf)
+    assert empty.returncode == 0 and "no entries in welcome" in empty.stdout
     listed = run("policy", "list", conf=conf)
     assert "*.spam.example" in listed.stdout
     shown = run("policy", "show", conf=conf)

@@ -12,6 +12,7 @@ import pytest
 
 from core import db, tracking
 from core.models import Message, QuarantineItem
+from core.spool import Envelope, new_qid
 from tests.support.filtering import filter_one
 from tests.test_cli import run
 from tests.test_web import build, login, seed, spool_of
@@ -173,6 +174,15 @@ def test_old_rows_and_bad_json_still_display(app):
     login(admin)
     page = admin.get(f"/tracking/{qid}")
     assert page.status_code == 200 and "nothing recorded" in page.text
+
+    # Received but held before filtering (clamd down, say): not "nothing".
+    waiting = new_qid()
+    tracking.received(Envelope(qid=waiting, sender="a@example.net",
+                               recipients=["b@example.com"]), "<w@x>", "held")
+    tracking.deferred(waiting, "virus scanner unavailable")
+    tracking.flush()
+    page = admin.get(f"/tracking/{waiting}")
+    assert page.status_code == 200 and "not filtered yet" in page.text
 
 
 # region command line

@@ -65,7 +65,11 @@ def cmd_policy(args) -> int:
             store.reset_setting(args.key)
             print(f"{args.key} = {json.dumps(store.DEFAULTS.get(args.key))} (default)")
         elif args.action == "list":
-            for entry in store.list_entries(args.name):
+            entries = list(store.list_entries(args.name))
+            if not entries:
+                print(f"no entries in {args.name or 'the block and welcome lists'}; "
+                      "add one with 'portcullis policy add'")
+            for entry in entries:
                 print(f"{entry.id}\t{entry.list_name}\t{entry.kind}\t{entry.pattern}"
                       f"\t{entry.comment}")
         elif args.action == "add":
