@@ -216,7 +216,7 @@ def cv_cutoff(train_rows, parse, overrides: dict, tmp: Path, folds: int):
         return (fp > MAX_FP_SHARE * nham, fp if fp > MAX_FP_SHARE * nham else fn, cut)
 
     cut = min(CUTOFFS, key=badness)
-    return cut, errors(scores, cut), nham, len(scores) - nham
+    return cut, errors(scores, cut), nham, len(scores) - nham, scores
 
 
 def run_bogofilter(train_rows, test_rows, tmp: Path):
@@ -366,7 +366,12 @@ def main(argv=None) -> int:
                tokens)
         check_cost(flt, test_rows, parse)
         if chosen is not None:
-            cut, (fp, fn), nham, nspam = chosen
+            cut, (fp, fn), nham, nspam, held = chosen
+            high = settings.bayes_unsure_high
+            held_fp, held_fn = errors(held, high)
+            print(f"  {args.cv}-fold CV on the train part at {high}: held out FP "
+                  f"{held_fp}/{nham} = {held_fp / nham:.2%}, FN {held_fn}/{nspam} = "
+                  f"{held_fn / nspam:.2%}")
             test_fp, test_fn = errors(scores, cut)
             test_ham = sum(1 for _, s in scores if not s)
             print(f"  cutoff by {args.cv}-fold CV on the train part: {cut} "

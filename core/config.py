@@ -336,13 +336,14 @@ SCHEMA: tuple[Key, ...] = (
         "gets a fair share of them and a long text is read at its start and "
         "its last 16,000 characters."),
     Key("bayes_method", _choice("split", "chi", "logistic", "both", "mix", "ngram"),
-        "split",
-        "How Bayes combines token evidence: split (chi-square over counts of "
-        "header and body apart, log-odds averaged), chi (one chi-square over "
-        "all, as SpamBayes), logistic (regression weights), both (mean of "
-        "chi and logistic), ngram (regression over character 4-grams) or mix "
-        "(split and ngram together; the header of mailing-list mail counts a "
-        "tenth beside its body)."),
+        "mix",
+        "How Bayes combines token evidence: mix (split and ngram together "
+        "once 150 ham and 150 spam are learned, split before; the header of "
+        "mailing-list mail counts a tenth beside its body), "
+        "split (chi-square over counts of header and body apart, log-odds "
+        "averaged), chi (one chi-square over all, as SpamBayes), logistic "
+        "(regression weights), both (mean of chi and logistic) or ngram "
+        "(regression over character 4-grams)."),
     Key("bayes_unsure_low", _probability, 0.2,
         "Bayes probability up to which a message is ham; above it is unsure."),
     Key("bayes_unsure_high", _probability, 0.9,

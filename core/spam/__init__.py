@@ -79,7 +79,7 @@ class SpamFilter:
         self.tokenizer = tokenizer.implementation(compiled)
         self.features = tokenizer.features_for(self.tokenizer)
         self.scorer = scorer.Scorer(compiled,
-                                    getattr(settings, "bayes_method", "split"))
+                                    getattr(settings, "bayes_method", "mix"))
         self.low = settings.bayes_unsure_low
         self.high = settings.bayes_unsure_high
         self.grams = ngram.implementation(compiled)
@@ -144,7 +144,7 @@ class SpamFilter:
 
         method = self.scorer.method
         grams = None
-        if method in ("mix", "ngram"):
+        if method == "ngram" or (method == "mix" and self.scorer.ngram_heard()):
             grams = self.grams.features(ngram.text(parsed), ngram.BITS)
         if method == "ngram":
             tokens = segments = None
@@ -159,7 +159,7 @@ class SpamFilter:
         else:
             segments = self.features.segments(parsed)
             tokens = self.tokenizer.hash_segments(segments, self.opts)
-        listed = method == "mix" and features.is_list_mail(parsed)
+        listed = grams is not None and features.is_list_mail(parsed)
         probability, _, top = self.scorer.probability(
             tokens, EXPLAIN if explain else 0, grams, listed)
         named = []
