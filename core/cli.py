@@ -421,6 +421,14 @@ def cmd_bayes(args) -> int:
         for path in empty:
             print(f"portcullis: no messages found under {path}", file=sys.stderr)
         print(_format_result(result))
+        unfitted = result.get("weights_not_fitted", 0) \
+            if isinstance(result, dict) else 0
+        if unfitted:
+            print(f"portcullis: {unfitted} messages came without the other kind: "
+                  "their counts were learned, but the 4-gram and logistic weights "
+                  "were not fitted to them (one kind alone tips those weights "
+                  "over); give ham and spam in one command, 'portcullis bayes "
+                  "train --ham DIR --spam DIR'", file=sys.stderr)
     elif args.action == "stats":
         result = _bayes("stats")()
         if args.json:

@@ -576,3 +576,33 @@ def test_mix_filter_follows_the_stored_weights(database, settings, ngram_heard):
 
 
 # endregion
+
+
+def test_training_interleaves_ham_and_spam_in_each_batch(database, settings,
+                                                          monkeypatch):
+    need(CORPUS.is_dir(), "the dev corpus in ../shared/corpus")
+    ham = sorted((CORPUS / "ham").glob("easy_ham.*.eml"))[:30]
+    spam = sorted((CORPUS / "spam").glob("spam.*.eml"))[:10]
+    batches = []
+    real_plan = training.Learner._plan
+
+    def plan(learner, batch, known):
+        batches.append([is_spam for _, is_spam, _, _ in batch])
+        return real_plan(learner, batch, known)
+
+    monkeypatch.setattr(training.Learner, "_plan", plan)
+    monkeypatch.setattr(training, "BATCH_MESSAGES", 8)
+    result = training.train(ham, spam, progress=False, settings=settings,
+                            parse=parse)
+
+    assert result["learned"] == 40
+    # Three ham to one spam, as the folders hold them, in every batch.
+    assert [sum(kinds) for kinds in batches] == [2, 2, 2, 2, 2]
+    assert all(len(kinds) == 8 for kinds in batches)
+
+
+def test_interleave_keeps_the_proportion_and_drains_the_longer():
+    mixed = list(training._interleave(iter("aaaaaa"), 6, iter("bb"), 2))
+    assert "".join(mixed) == "abaaabaa"
+    assert "".join(training._interleave(iter(""), 0, iter("bbb"), 3)) == "bbb"
+    assert "".join(training._interleave(iter("aa"), 9, iter("b"), 1)) == "aba"

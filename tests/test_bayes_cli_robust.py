@@ -111,7 +111,8 @@ def test_a_database_locked_too_long_stores_nothing_and_says_what(
         holder.close()
     text = str(caught.value)
     assert "stayed locked" in text and "0 messages were learned" in text
-    assert "the last 4 read were not" in text and "run the same command" in text
+    # Ham and spam are one batch: none of the eight was stored.
+    assert "the last 8 read were not" in text and "run the same command" in text
     assert store.stats()["tokens"] == 0 and store.stats()["learned_messages"] == 0
     assert store.ngram_version() == 0
 
@@ -119,7 +120,7 @@ def test_a_database_locked_too_long_stores_nothing_and_says_what(
     again = training.train(ham, spam, progress=False, settings=settings,
                            parse=parse)
     assert again["learned"] == 8 and again["already_known"] == 0
-    assert store.ngram_version() == 2
+    assert store.ngram_version() == 1
 
 
 def test_another_learner_meanwhile_is_not_counted_twice(settings):
@@ -288,6 +289,34 @@ def test_an_empty_folder_says_so(settings, tmp_path, conf):
     assert some.returncode == 0, some.stderr
     assert f"no messages found under {empty}" in some.stderr
     assert "learned: 1\n" in some.stdout and "nothing_found" not in some.stdout
+
+
+def test_one_kind_alone_adds_counts_but_fits_no_weights(settings, tmp_path,
+                                                         conf):
+    ham, spam = corpus(25)
+    folders = {}
+    for kind, files in (("ham", ham), ("spam", spam)):
+        folders[kind] = tmp_path / kind
+        folders[kind].mkdir()
+        for path in files:
+            (folders[kind] / path.name).write_bytes(path.read_bytes())
+
+    alone = run(conf, "train", "--ham", str(folders["ham"]), "--quiet")
+    assert alone.returncode == 0, alone.stderr
+    assert "weights_not_fitted: 25" in alone.stdout
+    assert "25 messages came without the other kind" in alone.stderr
+    assert "'portcullis bayes train --ham DIR --spam DIR'" in alone.stderr
+    assert store.meta()["nham"] == 25 and store.ngram_version() == 0
+
+    # One message from the quarantine is a train-on-error step: fitted.
+    assert training.learn(spam[0].read_bytes(), True, settings)
+    assert store.ngram_version() == 1
+
+    both = run(conf, "train", "--ham", str(folders["ham"]), "--spam",
+               str(folders["spam"]), "--quiet")
+    assert both.returncode == 0, both.stderr
+    assert "weights_not_fitted: 0" in both.stdout and both.stderr == ""
+    assert store.ngram_version() == 2
 
 
 # endregion
