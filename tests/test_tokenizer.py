@@ -578,3 +578,37 @@ def test_the_end_of_a_long_text_is_read_whatever_fills_its_start():
         fast = tokenizer.implementation(True)
         assert tokenizer.features_for(fast).segments(parsed) == segs
         assert list(fast.hash_segments(segs)) == list(tokenize_py.hash_segments(segs))
+
+
+# Characters drawn as nothing, put inside words to hide them from the filter.
+INVISIBLE = ["\u200b", "\u00ad", "\u200c", "\u200d", "\u2060", "\ufeff",
+             "\u202e", "\ufe0f", "\U000e0041"]
+
+
+@pytest.mark.parametrize("mark", INVISIBLE)
+def test_invisible_characters_do_not_cut_words(compiled, fast_features, mark):
+    head = "Content-Type: text/plain; charset=utf-8\r\nSubject: "
+    plain = head + "cheap viagra\r\n\r\nbuy cheap viagra now\r\n"
+    hidden = head + f"ch{mark}eap via{mark}gra\r\n\r\nbuy ch{mark}eap " \
+                    f"v{mark}i{mark}a{mark}gra now\r\n"
+    expected = tokenize_py.hash_segments(features.segments(parse(plain.encode())),
+                                         ts.Options())
+    for impl, step in ((tokenize_py, features), (compiled, fast_features)):
+        parsed = parse(hidden.encode())
+        got = impl.hash_segments(step.segments(parsed), ts.Options())
+        assert sorted(got) == sorted(expected)
+
+
+def test_invisible_entities_decode_to_nothing(compiled):
+    html = b"<p>v&#8203;ia&#x200B;gra f&shy;ree ca&zwj;sh</p>"
+    names = words(html, mode=ts.HTML)
+    assert "viagra" in names and "free" in names and "cash" in names
+    segments = [(b"", html, ts.HTML)]
+    assert list(compiled.hash_segments(segments)) == list(
+        tokenize_py.hash_segments(segments))
+
+
+def test_visible_keeps_ascii_and_ordinary_text():
+    assert features.visible("plain ascii") == "plain ascii"
+    assert features.visible("Grüße, 東京 — ok") == "Grüße, 東京 — ok"
+    assert features.visible("a\u200bb\u00adc") == "abc"

@@ -71,8 +71,14 @@ cdef inline bint _rcvd_behind(Py_UCS4 c) noexcept nogil:
     return _rcvd_body(c) or c == 64 or c == 46
 
 
+cdef object _visible = _py.visible
+
+
 cdef inline bytes _enc(object text):
-    return text[:MAX_SEGMENT].encode("utf-8", "surrogatepass")
+    text = text[:MAX_SEGMENT]
+    if not text.isascii():
+        text = _visible(text)
+    return text.encode("utf-8", "surrogatepass")
 
 
 cdef int _received(object value, list out) except -1:

@@ -196,6 +196,7 @@ cdef Py_ssize_t _entity(const unsigned char *data, Py_ssize_t size, Py_ssize_t i
     cdef Py_ssize_t start, end
     cdef uint64_t code = 0
     cdef unsigned char ch
+    cdef Py_ssize_t named
     while k < size and k - i - 1 < _MAX_ENTITY and (_ALNUM[data[k]] or data[k] == 35):
         k += 1
     if k >= size or data[k] != 59 or k == i + 1:
@@ -228,14 +229,30 @@ cdef Py_ssize_t _entity(const unsigned char *data, Py_ssize_t size, Py_ssize_t i
                 start += 1
         if code == 0 or code >= 0x110000 or 0xD800 <= code <= 0xDFFF:
             return 0
+        if _invisible(code):
+            written[0] = 0
+            return k - i + 1
         if 65 <= code <= 90:
             code += 32
         written[0] = _utf8(code, out)
         return k - i + 1
-    if _named(data + start, end - start, out):
-        written[0] = 1
+    named = _named(data + start, end - start, out)
+    if named >= 0:
+        written[0] = named
         return k - i + 1
     return 0
+
+
+cdef inline bint _invisible(uint64_t code) noexcept nogil:
+    # Keep in step with tokenspec.INVISIBLE.
+    return (code == 0xAD or code == 0x34F or code == 0x61C
+            or 0x115F <= code <= 0x1160 or 0x17B4 <= code <= 0x17B5
+            or 0x180B <= code <= 0x180F or 0x200B <= code <= 0x200F
+            or 0x202A <= code <= 0x202E or 0x2060 <= code <= 0x206F
+            or code == 0x3164 or 0xFE00 <= code <= 0xFE0F or code == 0xFEFF
+            or code == 0xFFA0 or 0xFFF0 <= code <= 0xFFF8
+            or 0x1BCA0 <= code <= 0x1BCA3 or 0x1D173 <= code <= 0x1D17A
+            or 0xE0000 <= code <= 0xE0FFF)
 
 
 cdef inline bint _is(const unsigned char *data, Py_ssize_t size,
@@ -243,9 +260,14 @@ cdef inline bint _is(const unsigned char *data, Py_ssize_t size,
     return size == length and memcmp(data, name, length) == 0
 
 
-cdef bint _named(const unsigned char *name, Py_ssize_t size,
-                 unsigned char *out) noexcept nogil:
+cdef Py_ssize_t _named(const unsigned char *name, Py_ssize_t size,
+                       unsigned char *out) noexcept nogil:
+    """Bytes written for the named entity, or -1 when it is not one we know."""
     # Keep in step with tokenspec.ENTITIES.
+    if (_is(name, size, b"shy", 3) or _is(name, size, b"zwsp", 4)
+            or _is(name, size, b"zwj", 3) or _is(name, size, b"zwnj", 4)
+            or _is(name, size, b"lrm", 3) or _is(name, size, b"rlm", 3)):
+        return 0
     if _is(name, size, b"amp", 3):
         out[0] = 38
     elif _is(name, size, b"lt", 2):
@@ -259,8 +281,8 @@ cdef bint _named(const unsigned char *name, Py_ssize_t size,
     elif _is(name, size, b"nbsp", 4):
         out[0] = 32
     else:
-        return False
-    return True
+        return -1
+    return 1
 
 
 cdef int _tag_urls(

@@ -85,7 +85,8 @@ def text(parsed: ParsedMessage, limit: int = MAX_BYTES) -> bytes:
             continue
         out.append(chunk)
         size += len(chunk)
-    return "".join(out).encode("utf-8", "surrogatepass")[:limit]
+    text = features.visible("".join(out))
+    return text.encode("utf-8", "surrogatepass")[:limit]
 
 
 def new_weights() -> array:

@@ -88,6 +88,8 @@ def _entity(data: bytes, i: int) -> tuple[bytes | None, int]:
         code = int(digits, base)
         if code <= 0 or code >= 0x110000 or 0xD800 <= code <= 0xDFFF:
             return None, 1
+        if ts.invisible(code):
+            return b"", k - i + 1
         if 65 <= code <= 90:
             code += 32
         return chr(code).encode("utf-8"), k - i + 1

@@ -63,7 +63,28 @@ ENTITIES = {
     b"quot": b'"',
     b"apos": b"'",
     b"nbsp": b" ",
+    # Drawn as nothing: decoded to nothing, so they cannot cut a word.
+    b"shy": b"",
+    b"zwsp": b"",
+    b"zwj": b"",
+    b"zwnj": b"",
+    b"lrm": b"",
+    b"rlm": b"",
 }
+
+# Code points a mail client draws as nothing (as features.visible drops
+# from decoded text), for numeric entities: (first, last) ranges.
+INVISIBLE = ((0xAD, 0xAD), (0x34F, 0x34F), (0x61C, 0x61C), (0x115F, 0x1160),
+             (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F),
+             (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+             (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0),
+             (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
+             (0xE0000, 0xE0FFF))
+
+
+def invisible(code: int) -> bool:
+    """Whether code point ``code`` is drawn as nothing (``INVISIBLE``)."""
+    return any(first <= code <= last for first, last in INVISIBLE)
 
 # Most pieces taken from one URL or address, and the longest tag name kept.
 MAX_PIECES = 16
