@@ -26,8 +26,8 @@ from core import config as _config
 log = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
-# The longest expiry age the Bayes store takes (store.MAX_EXPIRE_DAYS).
-MAX_DAYS = 36500
+# The longest expiry age the Bayes store takes.
+MAX_DAYS = _config.MAX_EXPIRE_DAYS
 TOKEN_WEIGHT_NOTE = (
     "The logistic weight is fitted only on messages trained on or near an "
     "error\n(misjudged or nearly so), so most tokens have weight 0.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -56,9 +57,13 @@ def _float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("a number")
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise ValueError("a number") from None
+    # nan compares false with everything: a nan level quarantined all mail.
+    if not math.isfinite(number):
+        raise ValueError("a number (not nan or inf)")
+    return number
 
 
 def _nonneg_float(value: Any) -> float:
@@ -354,14 +359,14 @@ SCHEMA: tuple[Key, ...] = (
     # of the token table after it halved the delivered rate (bench/replay.py).
     Key("bayes_autolearn", _bool, False,
         "Learn messages the filter is very sure about (see the two levels)."),
-    Key("bayes_autolearn_spam", _float, 0.9999,
+    Key("bayes_autolearn_spam", _probability, 0.9999,
         "Bayes probability from which a message is learned as spam."),
-    Key("bayes_autolearn_ham", _float, 0.0001,
+    Key("bayes_autolearn_ham", _probability, 0.0001,
         "Bayes probability up to which a message is learned as ham."),
     Key("bayes_expire_days", _nonneg_int, 180,
         "Tokens unseen for this many days and learned at most twice expire "
         "(checked once a day by the gateway); 0 turns expiry off."),
-    Key("bayes_reload_seconds", _float, 60.0,
+    Key("bayes_reload_seconds", _nonneg_float, 60.0,
         "How often a worker checks whether the token store changed."),
     Key("uribl_zones", _zones, (),
         "URI blocklist zones, each zone[/bitmask][:score] or "
@@ -436,21 +441,41 @@ def _parse_one(name: str, raw: Any, where: str) -> Any:
         ) from None
 
 
-def _check_together(values: dict[str, Any], where: str) -> None:
-    """Checks that span keys; each message names the keys and the rule."""
+# The longest expiry age: a century of days (a day number stays small).
+MAX_EXPIRE_DAYS = 36500
+
+
+def _check_together(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """Checks that span keys; each message names the keys, where they were
+    set (``sources``) and the rule."""
+    def pair(a: str, b: str) -> str:
+        places = sorted({sources[a], sources[b]})
+        return (f"settings '{a}' ({values[a]}) and '{b}' ({values[b]}) in "
+                f"{' and '.join(places)}")
+
+    def one(name: str) -> str:
+        return f"setting '{name}' in {sources[name]} is {values[name]}"
+
     if values["bayes_unsure_low"] >= values["bayes_unsure_high"]:
-        raise ConfigError(
-            f"settings 'bayes_unsure_low' ({values['bayes_unsure_low']}) and "
-            f"'bayes_unsure_high' ({values['bayes_unsure_high']}) in {where}: "
-            "the low one must be below the high one")
+        raise ConfigError(f"{pair('bayes_unsure_low', 'bayes_unsure_high')}: "
+                          "the low one must be below the high one")
+    if values["bayes_autolearn_ham"] > values["bayes_unsure_low"]:
+        raise ConfigError(f"{pair('bayes_autolearn_ham', 'bayes_unsure_low')}: "
+                          "ham is learned only from messages called ham, so the "
+                          "autolearn level must not be above the unsure band")
+    if values["bayes_autolearn_spam"] < values["bayes_unsure_high"]:
+        raise ConfigError(f"{pair('bayes_autolearn_spam', 'bayes_unsure_high')}: "
+                          "spam is learned only from messages called spam, so the "
+                          "autolearn level must not be below the unsure band")
     if values["bayes_bigrams"] > 8:
-        raise ConfigError(
-            f"setting 'bayes_bigrams' in {where} is {values['bayes_bigrams']}; "
-            "allowed: a whole number from 0 to 8")
+        raise ConfigError(f"{one('bayes_bigrams')}; allowed: a whole number "
+                          "from 0 to 8")
+    if values["bayes_expire_days"] > MAX_EXPIRE_DAYS:
+        raise ConfigError(f"{one('bayes_expire_days')}; allowed: 0 (never) to "
+                          f"{MAX_EXPIRE_DAYS} days")
     if values["retry_initial"] > values["retry_max"]:
-        raise ConfigError(
-            f"settings 'retry_initial' and 'retry_max' in {where}: the first "
-            "retry pause must not be longer than the longest one")
+        raise ConfigError(f"{pair('retry_initial', 'retry_max')}: the first "
+                          "retry pause must not be longer than the longest one")
 
 
 def _derive(values: dict[str, Any]) -> dict[str, Any]:
@@ -490,6 +515,7 @@ def load(
     environ = os.environ if environ is None else environ
     path = Path(path) if path else find_config_file(environ)
     values = {key.name: key.parse(key.default) for key in SCHEMA}
+    sources = {key.name: "the defaults" for key in SCHEMA}
 
     if path is not None:
         try:
@@ -502,17 +528,20 @@ def load(
         document = document.get("portcullis", document)
         for name, raw in document.items():
             values[name] = _parse_one(name, raw, str(path))
+            sources[name] = str(path)
 
     for env_name, raw in environ.items():
         if not env_name.startswith("PORTCULLIS_") or env_name == "PORTCULLIS_CONFIG":
             continue
         name = env_name[len("PORTCULLIS_"):].lower()
         values[name] = _parse_one(name, raw, f"environment variable {env_name}")
+        sources[name] = f"environment variable {env_name}"
 
     for name, raw in (overrides or {}).items():
         values[name] = _parse_one(name, raw, "overrides")
+        sources[name] = "overrides"
 
-    _check_together(values, str(path) if path else "the settings")
+    _check_together(values, sources)
     return Settings(_derive(values), str(path) if path else "defaults")
 
 

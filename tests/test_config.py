@@ -47,3 +47,41 @@ def test_values_out_of_range_are_refused(tmp_path, text, key):
     with pytest.raises(config.ConfigError) as err:
         config.load(conf, environ={})
     assert key in str(err.value) and str(conf) in str(err.value)
+
+
+@pytest.mark.parametrize("name,value", [
+    ("spam_quarantine_level", "nan"),
+    ("spam_tag_level", "inf"),
+    ("dns_timeout", "nan"),
+    ("bayes_reload_seconds", "-3"),
+    ("bayes_autolearn_spam", "1.5"),
+])
+def test_numbers_that_compare_false_or_make_no_sense_are_refused(name, value):
+    variable = f"PORTCULLIS_{name.upper()}"
+    with pytest.raises(config.ConfigError) as err:
+        config.load(None, environ={variable: value})
+    assert name in str(err.value) and variable in str(err.value)
+
+
+@pytest.mark.parametrize("environ,names", [
+    ({"PORTCULLIS_BAYES_AUTOLEARN_SPAM": "0.1"},
+     ("bayes_autolearn_spam", "bayes_unsure_high")),
+    ({"PORTCULLIS_BAYES_AUTOLEARN_HAM": "0.9"},
+     ("bayes_autolearn_ham", "bayes_unsure_low")),
+    ({"PORTCULLIS_BAYES_EXPIRE_DAYS": "99999999"}, ("bayes_expire_days",)),
+    ({"PORTCULLIS_BAYES_BIGRAMS": "9"}, ("bayes_bigrams",)),
+])
+def test_checks_across_keys_name_where_each_value_came_from(tmp_path, environ,
+                                                            names):
+    conf = tmp_path / "portcullis.conf"
+    conf.write_text("bayes_unsure_high = 0.9\n")
+    with pytest.raises(config.ConfigError) as err:
+        config.load(conf, environ=environ)
+    text = str(err.value)
+    assert all(name in text for name in names)
+    # The value came from the environment: that is where to look.
+    assert next(iter(environ)) in text
+    if "bayes_unsure_high" in names:
+        assert str(conf) in text
+    else:
+        assert str(conf) not in text

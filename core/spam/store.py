@@ -41,7 +41,7 @@ from pathlib import Path
 
 import peewee as pw
 
-from core import models
+from core import config, models
 from core.models import BayesMeta, BayesModel, BayesSeen, BayesToken
 from core.spam import ngram
 
@@ -64,8 +64,7 @@ WRITE_PATIENCE = 60.0
 # mail and the page must not stall for a minute, nor outlast gunicorn's
 # 30 s worker timeout.
 QUICK_PATIENCE = 10.0
-# The longest expiry age: a century of days (a day number stays small).
-MAX_EXPIRE_DAYS = 36500
+MAX_EXPIRE_DAYS = config.MAX_EXPIRE_DAYS
 
 
 class StoreError(Exception):
@@ -440,41 +439,21 @@ def restore(path, unchecked: bool = False) -> dict[str, int]:
                                  "line); nothing changed; make one with "
                                  "'portcullis bayes dump'")
             for number, line in enumerate(handle, 2):
-                if end is not None:
-                    raise StoreError(f"{path} line {number}: text after the end "
-                                     "line; nothing changed")
-                if not line.endswith("\n"):
-                    # A line cut in the middle is not trusted either.
-                    raise StoreError(f"{path} line {number}: cut short (no line "
-                                     "end); nothing changed")
-                fields = line.rstrip("\n").split("\t")
-                if fields[0] == "t" and len(fields) in (5, 6):
-                    # Dumps made before token weights have five fields.
-                    weight = float(fields[5]) if len(fields) == 6 else 0.0
-                    if weight != weight or abs(weight) == float("inf"):
-                        raise ValueError(f"weight {fields[5]} is not a number")
-                    tokens.append((*(int(f) for f in fields[1:5]), weight))
-                elif fields[0] == "m" and len(fields) == 3 and fields[1] in values:
-                    values[fields[1]] = int(fields[2])
-                elif fields[0] == "s" and len(fields) == 4:
-                    marks.append({"digest": fields[1], "spam": fields[2] == "1",
-                                  "day": int(fields[3])})
-                elif fields[0] == "n" and len(fields) == 4 and fields[1] == NGRAM:
-                    # Dumps made before the 4-gram model have no such line.
-                    data = base64.b64decode(fields[3], validate=True)
-                    _unpack(data, 1 << ngram.BITS)
-                    blobs.append({"name": fields[1], "version": int(fields[2]),
-                                  "data": data})
-                elif fields[0] == "e":
-                    end = _read_end(fields)
-                    continue
-                else:
-                    raise StoreError(f"{path} line {number}: not a dump line")
-                found[fields[0]] += 1
+                try:
+                    end = _restore_line(path, number, line, end, tokens, marks,
+                                        blobs, values, found)
+                except ValueError as exc:
+                    raise StoreError(f"{path} line {number}: {exc}; nothing "
+                                     "changed") from None
     except (OSError, EOFError, UnicodeDecodeError, ValueError, zlib.error) as exc:
         raise StoreError(f"{path} cannot be read as a Bayes dump: {exc}; nothing "
                          "changed") from None
     _check_whole(path, end, found, unchecked)
+    if _twice(t[0] for t in tokens) or _twice(m["digest"] for m in marks):
+        # Found before writing: the database would refuse the second row
+        # only half-way through the transaction.
+        raise StoreError(f"{path} holds a token or message digest twice; nothing "
+                         "changed")
 
     def write() -> None:
         with write_transaction():
@@ -483,6 +462,70 @@ def restore(path, unchecked: bool = False) -> dict[str, int]:
     patiently(write)
     log.info("event=bayes_restore tokens=%d file=%s", len(tokens), path)
     return stats()
+
+
+def _twice(keys) -> bool:
+    """Whether any key comes more than once."""
+    ordered = sorted(keys)
+    return any(a == b for a, b in zip(ordered, ordered[1:]))
+
+
+def _whole(text: str, what: str, low: int, high: int) -> int:
+    """``text`` as a whole number from ``low`` to ``high``, else ValueError."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise ValueError(f"{what} {text[:40]!r} is not a whole number") from None
+    if not low <= number <= high:
+        raise ValueError(f"{what} {number} is out of range ({low} to {high})")
+    return number
+
+
+# What a dump's numbers may be: token hashes are signed 64-bit, counts fit
+# the scorer's unsigned 32-bit table, days and totals are never negative.
+_HASH = (-(1 << 63), (1 << 63) - 1)
+_COUNT = (0, (1 << 32) - 1)
+_TOTAL = (0, (1 << 62))
+
+
+def _restore_line(path, number: int, line: str, end, tokens: list, marks: list,
+                  blobs: list, values: dict, found: dict):
+    """Read one dump line into the lists; returns the end line's counts."""
+    if end is not None:
+        raise StoreError(f"{path} line {number}: text after the end line; "
+                         "nothing changed")
+    if not line.endswith("\n"):
+        # A line cut in the middle is not trusted either.
+        raise StoreError(f"{path} line {number}: cut short (no line end); "
+                         "nothing changed")
+    fields = line.rstrip("\n").split("\t")
+    if fields[0] == "t" and len(fields) in (5, 6):
+        # Dumps made before token weights have five fields.
+        weight = float(fields[5]) if len(fields) == 6 else 0.0
+        if weight != weight or abs(weight) == float("inf"):
+            raise ValueError(f"weight {fields[5]} is not a number")
+        tokens.append((_whole(fields[1], "token", *_HASH),
+                       _whole(fields[2], "ham count", *_COUNT),
+                       _whole(fields[3], "spam count", *_COUNT),
+                       _whole(fields[4], "day", *_TOTAL), weight))
+    elif fields[0] == "m" and len(fields) == 3 and fields[1] in values:
+        values[fields[1]] = _whole(fields[2], fields[1], *_TOTAL)
+    elif fields[0] == "s" and len(fields) == 4:
+        marks.append({"digest": fields[1], "spam": fields[2] == "1",
+                      "day": _whole(fields[3], "day", *_TOTAL)})
+    elif fields[0] == "n" and len(fields) == 4 and fields[1] == NGRAM:
+        # Dumps made before the 4-gram model have no such line.
+        data = base64.b64decode(fields[3], validate=True)
+        _unpack(data, 1 << ngram.BITS)
+        blobs.append({"name": fields[1],
+                      "version": _whole(fields[2], "version", *_TOTAL),
+                      "data": data})
+    elif fields[0] == "e":
+        return _read_end(fields)
+    else:
+        raise StoreError(f"{path} line {number}: not a dump line")
+    found[fields[0]] += 1
+    return end
 
 
 def _replace(tokens: list[tuple], marks: list[dict], blobs: list[dict],
