@@ -197,10 +197,15 @@ class _Analysers:
             return None
         try:
             return self._spam.check(parsed)
-        except Exception:
-            # The Bayes score only adds evidence; without it mail still flows.
+        except Exception as exc:
+            # The Bayes score only adds evidence; without it mail still flows,
+            # and its Why says the filter failed rather than nothing.
             log.exception("event=spam_error")
-            return None
+            from core.spam import SpamResult
+
+            return SpamResult(0.0, None, "unsure", [],
+                              f"the spam filter failed ({type(exc).__name__}); "
+                              "see the log line event=spam_error")
 
 
 # endregion

@@ -227,6 +227,47 @@ def test_a_cut_dump_changes_nothing(settings, trained, tmp_path, conf):
     assert [name for name, _ in snapshot()[2]] == ["ngram4"]
 
 
+def test_numbers_a_dump_cannot_hold_are_refused_with_their_line(
+        settings, trained, tmp_path, conf):
+    path = tmp_path / "bayes.dump"
+    store.dump(path)
+    lines = lines_of(path)
+    before = snapshot()
+    at = next(i for i, line in enumerate(lines) if line.startswith("t\t"))
+    fields = lines[at].split("\t")
+
+    def edited(name, index, value):
+        changed = list(fields)
+        changed[index] = value
+        bad = tmp_path / f"{name}.dump"
+        write_dump(bad, lines[:at] + ["\t".join(changed)] + lines[at + 1:])
+        return bad
+
+    for name, index, value, said in (
+            ("negative", 2, "-5", "ham count -5 is out of range"),
+            ("huge", 3, "99999999999999999999999", "spam count"),
+            ("word", 2, "abc", "ham count 'abc' is not a whole number")):
+        with pytest.raises(store.StoreError) as caught:
+            store.restore(edited(name, index, value))
+        assert f"line {at + 1}: {said}" in str(caught.value)
+        assert "nothing changed" in str(caught.value)
+    total = next(i for i, line in enumerate(lines) if line.startswith("m\tnham"))
+    minus = tmp_path / "minus.dump"
+    write_dump(minus, lines[:total] + ["m\tnham\t-3\n"] + lines[total + 1:])
+    with pytest.raises(store.StoreError, match="nham -3 is out of range"):
+        store.restore(minus)
+
+    # The same token twice, counted in the end line: refused in one line.
+    twice = tmp_path / "twice.dump"
+    end = lines[-1].replace(f"t={sum(l.startswith('t') for l in lines)}",
+                            f"t={sum(l.startswith('t') for l in lines) + 1}")
+    write_dump(twice, lines[:at + 1] + [lines[at]] + lines[at + 1:-1] + [end])
+    refused = run(conf, "restore", str(twice))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "twice; nothing changed" in refused.stderr
+    assert snapshot() == before
+
+
 def test_dump_to_a_directory_names_it_as_given(settings, conf, tmp_path):
     folder = tmp_path / "x"
     folder.mkdir()

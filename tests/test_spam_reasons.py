@@ -11,7 +11,7 @@ import json
 import pytest
 
 from core import db, tracking
-from core.models import Message, QuarantineItem
+from core.models import BayesToken, Message, QuarantineItem
 from core.spool import Envelope, new_qid
 from tests.support.filtering import filter_one
 from tests.test_cli import run
@@ -101,6 +101,21 @@ def test_untrained_filter_records_its_note_and_the_uri_hit(app):
     login(admin)
     page = admin.get(f"/tracking/{qid}").text
     assert "Bayes not trained enough" in page and ZONE in page
+
+
+def test_a_failing_filter_says_so_and_the_mail_flows(trained):
+    # A store broken behind the filter's back (a negative count, which
+    # restore refuses): loading it fails in the worker.
+    BayesToken.update(ham=-5).where(
+        BayesToken.token == BayesToken.select(BayesToken.token).limit(1)).execute()
+    qid = _filter(trained, quarantine_level=100.0)
+
+    row = Message.get(Message.qid == qid)
+    assert row.bayes_probability is None
+    note = tracking.read_clues(row.spam_clues)["note"]
+    assert "the spam filter failed (OverflowError)" in note
+    assert "event=spam_error" in note
+    assert spool_of(trained).read("deliver", qid)
 
 
 def test_web_pages_and_api_show_why(trained):
