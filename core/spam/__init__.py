@@ -178,7 +178,7 @@ class SpamFilter:
                      for t, f in top]
         if explain and grams is not None:
             named.append((NGRAM_CLUE, round(
-                scorer.sigmoid(self.scorer.ngram(grams)), 4)))
+                scorer.sigmoid(self.scorer.last_ngram), 4)))
         return probability, named, ""
 
     def check(self, parsed: ParsedMessage, explain: bool = True) -> SpamResult:

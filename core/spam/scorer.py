@@ -148,6 +148,9 @@ class Scorer:
         # The 4-gram weights (None until some are stored) and their version.
         self.weights = None
         self.weights_version = 0
+        # The 4-gram log-odds of the last message scored with them (for the
+        # Why list, so that explaining does not score the message twice).
+        self.last_ngram = 0.0
         self.nham = 0
         self.nspam = 0
         self.generation = -1
@@ -276,10 +279,12 @@ class Scorer:
                 return self.split(*tokens, explain)
             share = LIST_HEAD_SHARE if listed else 0.5
             prob, used, top = self.split(*tokens, explain, share)
-            z = (_logodds(prob) + NGRAM_WEIGHT * self.ngram(grams)) / 2.0
+            self.last_ngram = self.ngram(grams)
+            z = (_logodds(prob) + NGRAM_WEIGHT * self.last_ngram) / 2.0
             return sigmoid(z), used + len(grams), top
         if self.method == "ngram":
-            return sigmoid(self.ngram(grams)), len(grams), []
+            self.last_ngram = self.ngram(grams)
+            return sigmoid(self.last_ngram), len(grams), []
         if self.method == "chi":
             return self.chi(tokens, explain)
         if self.method == "logistic":
