@@ -342,6 +342,7 @@ def cmd_quarantine(args) -> int:
                     for i in page.items]
             _table(rows, ["id", "quarantined(UTC)", "qid", "kind", "state", "sender",
                           "subject"])
+            _say_left_off(len(page.items), page.total, args)
             return 0
         if args.action == "learn":
             return _quarantine_learn(args, spool, by, settings)
@@ -362,6 +363,21 @@ def cmd_quarantine(args) -> int:
 
         tracking.flush()
     return EXIT_USAGE if failed else 0
+
+
+def _say_left_off(shown: int, total: int, args) -> None:
+    """One line under the list when it holds fewer items than there are."""
+    from core import stats
+
+    if total <= shown:
+        return
+    if args.limit < stats.MAX_PAGE_SIZE:
+        hint = "--limit N for more"
+    elif args.kind:
+        hint = f"at most {stats.MAX_PAGE_SIZE} at a time"
+    else:
+        hint = f"at most {stats.MAX_PAGE_SIZE} at a time; narrow with --kind"
+    print(f"({shown} of {total} shown; {hint})")
 
 
 def _quarantine_learn(args, spool, by: str, settings) -> int:
@@ -436,10 +452,18 @@ def cmd_bayes(args) -> int:
         else:
             print(_format_result(result))
     elif args.action == "dump":
+        if args.file == "-":
+            raise CliError("bayes dump writes a file, not standard output; give "
+                           "a file name, such as bayes.dump (./- for a file "
+                           "named '-')")
         if Path(args.file).is_dir():
             raise CliError(f"{args.file} is a directory; give the name of the "
                            "file to write, such as "
                            f"{Path(args.file) / 'bayes.dump'}")
+        # lexists: a link to nowhere is replaced too, so it counts as there.
+        if os.path.lexists(args.file) and not args.force:
+            raise CliError(f"{args.file} already exists; give --force to "
+                           "overwrite it, or another file name")
         dump = _bayes("dump")
         try:
             dump(args.file)
@@ -447,6 +471,9 @@ def cmd_bayes(args) -> int:
             raise CliError(f"cannot dump to {args.file}: {exc}") from None
         print(f"Wrote the Bayes database to {args.file}.")
     elif args.action == "restore":
+        if args.file == "-":
+            raise CliError("bayes restore reads a file, not standard input; give "
+                           "the dump's file name (./- for a file named '-')")
         if not Path(args.file).is_file():
             raise CliError(f"{args.file} is not a file; give a file made by "
                            "'portcullis bayes dump'")
@@ -500,6 +527,14 @@ def _bayes_token(args) -> None:
         from core.spam import scorer, store, tokeninfo
     except ImportError:
         raise CliError("the Bayes filter is not installed here (core/spam)") from None
+    for name in args.text:
+        # The tokenizer strips "#" off the ends of words, so a name that
+        # starts with one can only be a hash as the Why list writes it.
+        if name.strip().startswith("#") \
+                and tokeninfo.candidates(name)[0][0] != "hash":
+            raise CliError(f"{scrub(name, 60)!r} is not a token hash: after # "
+                           "come 16 hex digits (0-9, a-f) as the Why list shows "
+                           "them, such as #0123456789abcdef")
     values = store.meta()
     if not store.BayesToken.select().exists():
         raise CliError("the Bayes store is empty (no token learned yet); train it "
@@ -570,6 +605,19 @@ def _positive_int(text: str) -> int:
     if value > MAX_DAYS:
         raise argparse.ArgumentTypeError(f"{text} days is more than the most "
                                          f"allowed, {MAX_DAYS} (a century)")
+    return value
+
+
+def _row_count(text: str) -> int:
+    """A --limit value: how many rows to show, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number 1 or "
+                                         "more; give how many rows to show, "
+                                         "such as --limit 100")
     return value
 
 
@@ -649,7 +697,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the gateway in the foreground")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("config", help="print effective settings and all keys")
+    p = sub.add_parser("config", help="print effective settings and all keys",
+                       description="Print the settings in effect (defaults, "
+                                   "then the config file, then PORTCULLIS_* "
+                                   "variables), then a table of every key with "
+                                   "its default and meaning. Takes no options.")
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("track", help="search the tracking records")
@@ -664,9 +716,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="UTC date/time (2026-01-31, 2026-01-31T08:00) "
                                    "or an age (30m, 2h, 3d)")
     p.add_argument("--until", help="UTC date/time, same forms as --since")
-    p.add_argument("--limit", type=int, default=50,
-                   help="rows to show (default 50, at most 500)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--limit", type=_row_count, default=50, metavar="N",
+                   help="rows to show, 1 or more (default 50, at most 500)")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON (with the total found and the limit used)")
     p.set_defaults(func=cmd_track)
 
     p = sub.add_parser("quarantine",
@@ -674,10 +727,15 @@ def build_parser() -> argparse.ArgumentParser:
     qsub = p.add_subparsers(dest="action", metavar="ACTION")
     qsub.required = True
     q = qsub.add_parser("list", help="list quarantine items")
-    q.add_argument("--kind", choices=("spam", "virus", "attachment"))
-    q.add_argument("--state", default="held", choices=("held", "released", "deleted"))
-    q.add_argument("--limit", type=int, default=50)
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--kind", choices=("spam", "virus", "attachment"),
+                   help="only items held for this reason (default: all kinds)")
+    q.add_argument("--state", default="held", choices=("held", "released", "deleted"),
+                   help="only items in this state (default: held)")
+    q.add_argument("--limit", type=_row_count, default=50, metavar="N",
+                   help="items to show, newest first, 1 or more (default 50, at "
+                        "most 500)")
+    q.add_argument("--json", action="store_true",
+                   help="print JSON (with the total found)")
     for name, what in (("release", "queue for delivery"), ("delete", "remove")):
         q = qsub.add_parser(name, help=f"{what} items by id")
         q.add_argument("ids", nargs="+", metavar="ID",
@@ -695,17 +753,37 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = p.add_subparsers(dest="action", metavar="ACTION")
     bsub.required = True
     b = bsub.add_parser("train", help="learn from folders of ham and spam")
-    b.add_argument("--ham", metavar="DIR", help="folder of good messages")
-    b.add_argument("--spam", metavar="DIR", help="folder of spam messages")
+    b.add_argument("--ham", metavar="DIR",
+                   help="good mail: a Maildir, a folder of message files or "
+                        "mbox files, or one mbox file")
+    b.add_argument("--spam", metavar="DIR",
+                   help="spam: a Maildir, a folder of message files or mbox "
+                        "files, or one mbox file")
     b.add_argument("--quiet", action="store_true",
                    help="no progress bar (one is shown only when stderr is a "
                         "terminal, never in scripts or logs)")
     b = bsub.add_parser("stats", help="token and message counts")
-    b.add_argument("--json", action="store_true")
-    b = bsub.add_parser("dump", help="write the token database to a file")
-    b.add_argument("file")
-    b = bsub.add_parser("restore", help="replace the token database from a dump")
-    b.add_argument("file")
+    b.add_argument("--json", action="store_true", help="print JSON")
+    b = bsub.add_parser("dump", help="write the token database to a file",
+                        description="Write the whole token store (counts, "
+                                    "learned messages, weights) to FILE as "
+                                    "gzip-compressed text, for 'portcullis "
+                                    "bayes restore'. An existing FILE is kept "
+                                    "unless --force is given.")
+    b.add_argument("file", metavar="FILE",
+                   help="file to write, gzip-compressed; '-' is refused, not "
+                        "taken as standard output")
+    b.add_argument("--force", action="store_true",
+                   help="overwrite FILE if it exists")
+    b = bsub.add_parser("restore", help="replace the token database from a dump",
+                        description="Replace the whole token store with a dump "
+                                    "from 'portcullis bayes dump': everything "
+                                    "learned since the dump is lost. A dump cut "
+                                    "short, or a file that is no dump, changes "
+                                    "nothing.")
+    b.add_argument("file", metavar="FILE",
+                   help="dump to read, made by 'portcullis bayes dump'; '-' is "
+                        "refused, not taken as standard input")
     b.add_argument("--unchecked", action="store_true",
                    help="restore a dump that has no end line (made before dumps "
                         "had one) as it is; only for a dump known to be whole")
@@ -719,8 +797,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     + TOKEN_WEIGHT_NOTE.replace("\n", " "))
     b.add_argument("text", nargs="+", metavar="TEXT",
                    help="a token as shown: free, subject:fastest, "
-                        "'please ~1 click', #0123456789abcdef")
-    b.add_argument("--json", action="store_true")
+                        "'please ~1 click', #0123456789abcdef (# and 16 hex "
+                        "digits)")
+    b.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_bayes)
 
     from core.policy import commands as policy_commands
@@ -731,14 +810,14 @@ def build_parser() -> argparse.ArgumentParser:
     usub = p.add_subparsers(dest="action", metavar="ACTION")
     usub.required = True
     u = usub.add_parser("add", help="create an admin account")
-    u.add_argument("name")
+    u.add_argument("name", help="name of the new account")
     password_options(u)
     u = usub.add_parser("passwd", help="set a new password")
-    u.add_argument("name")
+    u.add_argument("name", help="account whose password to change")
     password_options(u)
     usub.add_parser("list", help="list admin accounts")
     u = usub.add_parser("token", help="make an API token (printed once)")
-    u.add_argument("name")
+    u.add_argument("name", help="account the token acts as")
     u.add_argument("--label", help="what the token is for")
     p.set_defaults(func=cmd_user)
     return parser
