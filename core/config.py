@@ -342,9 +342,10 @@ SCHEMA: tuple[Key, ...] = (
         "its last 16,000 characters."),
     Key("bayes_method", _choice("split", "chi", "logistic", "both", "mix", "ngram"),
         "mix",
-        "How Bayes combines token evidence: mix (split and ngram together "
-        "once 150 ham and 150 spam are learned, split before; the header of "
-        "mailing-list mail counts a tenth beside its body), "
+        "How Bayes combines token evidence: mix (split, ngram and the "
+        "header fields the sender writes together once 150 ham and 150 spam "
+        "are learned, split before; the header of mailing-list mail counts a "
+        "tenth beside its body), "
         "split (chi-square over counts of header and body apart, log-odds "
         "averaged), chi (one chi-square over all, as SpamBayes), logistic "
         "(regression weights), both (mean of chi and logistic) or ngram "

@@ -150,6 +150,36 @@ def test_mix_weighs_the_header_of_list_mail_less(compiled_bayes):
     assert flt.probability(tokens, grams=grams, listed=True)[0] == pytest.approx(half)
 
 
+def test_mix_adds_the_author_voice(compiled_bayes):
+    flt = scorer.Scorer(True, "mix")
+    flt.nham = flt.nspam = scorer.NGRAM_MIN_LEARNED
+    flt.set_weights(ngram.new_weights(), 1)  # a silent 4-gram voice
+    for token in (1, 2):
+        flt.table.put(token, 0, 40)  # the sender's own fields, spammy
+    flt.table.put(9, 40, 0)  # a relay, hammy
+    head, body = array("q", [1, 2, 9]), array("q", [77])
+    author = array("q", [1, 2])
+    grams = array("I", [5])
+    without = flt.probability((head, body), grams=grams)[0]
+    with_author = flt.probability((head, body, author), grams=grams)[0]
+    z = math.log(without / (1 - without)) * 2 + scorer.AUTHOR_WEIGHT * (
+        math.log(flt.chi(author)[0] / (1 - flt.chi(author)[0])))
+    assert with_author == pytest.approx(scorer.sigmoid(z / 2)) and with_author > without
+
+
+def test_author_segments_are_the_fields_the_sender_writes():
+    parsed = ParsedMessage(headers=[
+        ("Received", "from relay.example.net (relay.example.net [192.0.2.1])"),
+        ("List-Id", "<list.example.org>"), ("From", "Ann <ann@example.com>"),
+        ("Subject", "cheap pills"), ("X-Mailer", "Mailer 1.0"),
+        ("Message-ID", "<abc.123@example.com>")])
+    head, _ = features.parts(parsed)
+    kept = {prefix for prefix, _, _ in features.author(head)}
+    assert {b"from:", b"subject:", b"x-mailer:"} <= kept
+    assert any(prefix.startswith(b"mid:") for prefix in kept)
+    assert not any(prefix.startswith((b"rcvd:", b"hdr:")) for prefix in kept)
+
+
 def test_mix_is_split_until_enough_is_learned(database, settings):
     for parsed in HAM + SPAM:
         training.learn(parsed, parsed in SPAM, settings)

@@ -155,6 +155,9 @@ class SpamFilter:
             rest = dataclasses.replace(
                 self.opts, max_tokens=max(self.opts.max_tokens - len(head_tokens), 0))
             tokens = (head_tokens, self.tokenizer.hash_segments(body, rest))
+            if grams is not None:
+                tokens += (self.tokenizer.hash_segments(features.author(head),
+                                                        self.opts),)
             segments = head + body
         else:
             segments = self.features.segments(parsed)

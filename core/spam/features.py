@@ -385,6 +385,20 @@ def segments(parsed: ParsedMessage) -> list[tuple[bytes, bytes, int]]:
     return out
 
 
+# Header segments the sender writes, as against those relays and mailing
+# lists add: who it is from and replies go to, the subject, the shape and
+# domain of the Message-ID, the mail program, the content type and charset,
+# and what is malformed. ``mix`` scores them once more on their own (the
+# author voice), so that relay and list fields cannot drown them.
+AUTHOR_PREFIXES = (b"from:", b"reply-to:", b"subject:", b"mid:", b"x-mailer:",
+                   b"content-type:", b"charset:", b"mime-version=", b"defect:")
+
+
+def author(head: list) -> list:
+    """The segments of ``head`` (from ``parts``) the sender wrote."""
+    return [segment for segment in head if segment[0].startswith(AUTHOR_PREFIXES)]
+
+
 def parts(parsed: ParsedMessage) -> tuple[list, list]:
     """The header segments and the body segments of ``parsed``, apart."""
     head: list[tuple[bytes, bytes, int]] = []

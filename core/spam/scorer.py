@@ -7,10 +7,11 @@ once over the body tokens, their log-odds averaged), ``logistic`` (logistic
 regression over the per-token weights that training fits on or near errors,
 see ``core.spam.training``), ``both`` (the mean of chi and logistic),
 ``ngram`` (logistic regression over hashed character 4-grams, see
-``core.spam.ngram``) and ``mix`` (``split`` and ``ngram`` together: the
-mean of the split log-odds and ``NGRAM_WEIGHT`` times the 4-gram log-odds;
-for mailing-list mail the split log-odds weigh the header by
-``LIST_HEAD_SHARE`` only; ``split`` alone until the store holds
+``core.spam.ngram``) and ``mix`` (``split`` and ``ngram`` together: half
+the sum of the split log-odds, ``NGRAM_WEIGHT`` times the 4-gram log-odds
+and ``AUTHOR_WEIGHT`` times the chi-square log-odds of the header fields
+the sender writes; for mailing-list mail the split log-odds weigh the
+header by ``LIST_HEAD_SHARE`` only; ``split`` alone until the store holds
 ``NGRAM_MIN_LEARNED`` messages of each kind).
 
 Why ``split``: a body gives hundreds of clues and the header a few dozen,
@@ -94,6 +95,16 @@ NGRAM_WEIGHT = 3.0
 # (0.25 and 0 did about as well; the mean is 0.5). ``split`` alone keeps
 # the mean: without the 4-gram voice the body alone lets more ham through.
 LIST_HEAD_SHARE = 0.1
+# How much the author voice counts in ``mix``: chi-square over the header
+# fields the sender writes (``features.AUTHOR_PREFIXES``: From, Reply-To,
+# Subject, Message-ID, X-Mailer, content type), on top of the split and
+# 4-gram log-odds. Relay and list fields outnumber them in the header voice,
+# and for list mail that voice is nearly muted, so the sender's own fields
+# were barely heard. Chosen by 3-fold cross-validation on the training parts
+# of four splits (weights 0.15 to 1.5): at 1.0 the held-out false positives
+# stayed 28 of 8,377 and the misses went from 109 to 84 of 3,749; at every
+# false-positive budget from 12 to 40 the ranking missed less than without.
+AUTHOR_WEIGHT = 1.0
 # Messages of each kind the store must hold before ``mix`` hears the 4-gram
 # voice; with fewer it scores as ``split``. A 4-gram fit on a few dozen
 # messages is mostly noise: on learning curves over two splits of the dev
@@ -268,20 +279,25 @@ class Scorer:
         """(probability, clue count, [(token, f)] of the strongest clues).
 
         For ``split`` and ``mix`` give ``tokens`` as (header tokens, body
-        tokens); ``mix`` and ``ngram`` need the message's 4-gram ``grams``;
+        tokens), for ``mix`` with the author tokens third (``features.author``;
+        without them no author voice); ``mix`` and ``ngram`` need the
+        message's 4-gram ``grams``;
         ``listed`` says the message came through a mailing list
         (``features.is_list_mail``), which ``mix`` weighs by ``LIST_HEAD_SHARE``.
         """
         if self.method == "split":
             return self.split(*tokens, explain)
         if self.method == "mix":
+            head, body = tokens[:2]
             if not self.ngram_heard():
-                return self.split(*tokens, explain)
+                return self.split(head, body, explain)
             share = LIST_HEAD_SHARE if listed else 0.5
-            prob, used, top = self.split(*tokens, explain, share)
+            prob, used, top = self.split(head, body, explain, share)
             self.last_ngram = self.ngram(grams)
-            z = (_logodds(prob) + NGRAM_WEIGHT * self.last_ngram) / 2.0
-            return sigmoid(z), used + len(grams), top
+            z = _logodds(prob) + NGRAM_WEIGHT * self.last_ngram
+            if len(tokens) > 2:
+                z += AUTHOR_WEIGHT * _logodds(self.chi(tokens[2], 0)[0])
+            return sigmoid(z / 2.0), used + len(grams), top
         if self.method == "ngram":
             self.last_ngram = self.ngram(grams)
             return sigmoid(self.last_ngram), len(grams), []
