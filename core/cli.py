@@ -594,14 +594,20 @@ def _message_dir(directory: str | None, flag: str) -> list[Path]:
     return [path]
 
 
-def _positive_int(text: str) -> int:
+def _whole_at_least_one(text: str, what: str) -> int:
+    """``text`` as a whole number 1 or more, else argparse's error naming ``what``."""
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of "
-                                         "days, 1 or more")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number {what}")
+    return value
+
+
+def _expiry_days(text: str) -> int:
+    """A --days value: 1 to MAX_DAYS."""
+    value = _whole_at_least_one(text, "of days, 1 or more")
     if value > MAX_DAYS:
         raise argparse.ArgumentTypeError(f"{text} days is more than the most "
                                          f"allowed, {MAX_DAYS} (a century)")
@@ -610,15 +616,8 @@ def _positive_int(text: str) -> int:
 
 def _row_count(text: str) -> int:
     """A --limit value: how many rows to show, 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number 1 or "
-                                         "more; give how many rows to show, "
-                                         "such as --limit 100")
-    return value
+    return _whole_at_least_one(text, "1 or more; give how many rows to show, "
+                                     "such as --limit 100")
 
 
 def _format_result(result) -> str:
@@ -789,7 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "had one) as it is; only for a dump known to be whole")
     b = bsub.add_parser("expire", help="drop old rare tokens now (the gateway "
                                        "does it once a day)")
-    b.add_argument("--days", type=_positive_int, metavar="N",
+    b.add_argument("--days", type=_expiry_days, metavar="N",
                    help="tokens unseen for N days (default: bayes_expire_days)")
     b = bsub.add_parser("token", help="counts of tokens named as in the Why list",
                         description="Counts, f, logistic weight and last day "
