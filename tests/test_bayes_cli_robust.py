@@ -359,6 +359,17 @@ def test_one_kind_alone_adds_counts_but_fits_no_weights(settings, tmp_path,
     assert "weights_not_fitted: 0" in both.stdout and both.stderr == ""
     assert store.ngram_version() == 2
 
+    # Both folders again, everything already learned: the weights are
+    # fitted over them once more (this mends a store trained one kind at a
+    # time), the counts stay.
+    counts = store.meta()["nham"], store.meta()["nspam"]
+    again = run(conf, "train", "--ham", str(folders["ham"]), "--spam",
+                str(folders["spam"]), "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert "learned: 0\n" in again.stdout and "already_known: 50" in again.stdout
+    assert store.ngram_version() == 3
+    assert (store.meta()["nham"], store.meta()["nspam"]) == counts
+
 
 # endregion
 

@@ -323,7 +323,12 @@ class Learner:
             plan.learned.append((key, is_spam, tokens, grams))
 
         plan.fitted = plan.learned + again
-        if plan.learned and _fits(plan.fitted):
+        # Nothing new, but a batch of both kinds: fitted all the same, so that
+        # running train again with both folders mends weights left unfitted
+        # by one kind alone (more than a few, so that one message learned
+        # again from the quarantine moves nothing).
+        refit = not plan.learned and len(again) > ONE_KIND_MAX
+        if (plan.learned or refit) and _fits(plan.fitted):
             for token, weight in self.fit(plan.fitted).items():
                 deltas.setdefault(token, [0, 0]).append(weight)
             start, plan.keep = self._start_weights()
@@ -344,7 +349,7 @@ class Learner:
                 # Another process stored 4-gram weights: fit on top of them.
                 stored, _ = store.load_ngram(1 << ngram.BITS)
                 plan.weights = self.fit_ngram(plan.fitted, stored)
-            if plan.learned:
+            if plan.learned or plan.weights is not None:
                 store.apply(plan.deltas, plan.nham, plan.nspam)
                 store.mark_seen(plan.marks)
                 if plan.weights is not None:
@@ -370,13 +375,12 @@ class Learner:
             self.failed += len(batch)
             raise
 
-        if plan.learned:
-            if plan.weights is None:
-                self.unfitted += len(plan.learned)
-            elif plan.keep is not None:
-                plan.keep(plan.weights, plan.version)
-            if self.on_write is not None:
-                self.on_write(plan.deltas, plan.nham, plan.nspam)
+        if plan.learned and plan.weights is None:
+            self.unfitted += len(plan.learned)
+        if plan.weights is not None and plan.keep is not None:
+            plan.keep(plan.weights, plan.version)
+        if (plan.learned or plan.weights is not None) and self.on_write is not None:
+            self.on_write(plan.deltas, plan.nham, plan.nspam)
         changed = len(plan.learned)
         self.skipped += plan.skipped
         self.learned += changed
