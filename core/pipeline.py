@@ -211,6 +211,33 @@ class _Analysers:
 # endregion
 
 
+class QuarantineOrphans:
+    """Records quarantined messages whose worker died before recording them
+    (``quarantine.adopt_orphans``): at start, then once a minute."""
+
+    def __init__(self, spool: Spool, every: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.spool = spool
+        self.every = every
+        self.clock = clock
+        self.due = clock()
+
+    def tick(self) -> int | None:
+        """Adopt when due: files recorded, or None (not due, failed)."""
+        now = self.clock()
+        if now < self.due:
+            return None
+        self.due = now + self.every
+        try:
+            from core import quarantine
+
+            return quarantine.adopt_orphans(self.spool)
+        except Exception:
+            # A busy database must not stop the filtering of mail.
+            log.exception("event=quarantine_adopt_error")
+            return None
+
+
 class BayesExpiry:
     """Drops old rare Bayes tokens once after start-up, then once a day."""
 
@@ -581,6 +608,7 @@ def serve(settings, index: int = 0) -> None:
     dns.configure_from(settings)
     if index == 0:
         worker.chores.append(BayesExpiry(settings).tick)
+        worker.chores.append(QuarantineOrphans(worker.spool).tick)
     log.info("event=worker_start index=%d pid=%d", index, os.getpid())
     worker.run()
     tracking.flush()

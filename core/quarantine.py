@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import os
+import time
 
 from core import tracking
 from core.logsetup import scrub
@@ -275,6 +277,56 @@ def learn(spool: Spool, item_id, is_spam: bool, by: str,
 
 
 # endregion
+
+
+# A filter worker stores a quarantined message's file, then its rows a
+# moment later (tracking writes in batches); a worker killed in between
+# leaves a file that no page lists. Files this old without an item are
+# taken to be such orphans: a live worker records its own well before.
+ORPHAN_AGE = 30.0
+# The quarantine kind of each verdict a quarantined message can carry.
+_KIND_OF_VERDICT = {"spam": "spam", "virus": "virus", "blocked": "attachment"}
+
+
+def adopt_orphans(spool: Spool, min_age: float = ORPHAN_AGE) -> int:
+    """Give every quarantine file without an item one; returns how many."""
+    held = sorted(name for name in os.listdir(spool.quarantine_dir)
+                  if valid_qid(name))
+    known: set[str] = set()
+    for start in range(0, len(held), 500):
+        query = (Message.select(Message.qid).join(QuarantineItem)
+                 .where(Message.qid.in_(held[start:start + 500])))
+        known.update(qid for (qid,) in query.tuples())
+
+    adopted = 0
+    now = time.time()
+    for qid in held:
+        if qid in known:
+            continue
+        path = spool.quarantine_dir / qid
+        try:
+            if now - path.stat().st_mtime < min_age:
+                continue
+            envelope, _data = spool.read_file(path)
+        except FileNotFoundError:
+            continue  # released or deleted meanwhile
+        except (OSError, SpoolError, ValueError) as exc:
+            log.warning("%s event=quarantine_orphan_unreadable error=%s", qid,
+                        scrub(str(exc)))
+            continue
+        kind = _KIND_OF_VERDICT.get(envelope.verdict, "spam")
+        reason = (f"recorded late: the filter worker stopped before recording "
+                  f"it (verdict {envelope.verdict or 'unknown'}, score "
+                  f"{envelope.score})")
+        if Message.get_or_none(Message.qid == qid) is None:
+            tracking.received(envelope)
+        tracking.filtered(qid, envelope.verdict or kind, envelope.score,
+                          detail=reason)
+        tracking.quarantined(qid, kind, reason)
+        log.warning("%s event=quarantine_adopted kind=%s", qid, kind)
+        adopted += 1
+    tracking.flush()
+    return adopted
 
 
 def bayes_function(name: str):

@@ -342,6 +342,10 @@ def quarantined(qid: str, kind: str, reason: str) -> None:
         msg = Message.get_or_none(Message.qid == qid)
         if msg is None:
             return
+        # Once per message: quarantine.adopt_orphans may have recorded it
+        # while a slow worker's own rows were still on their way.
+        if QuarantineItem.select().where(QuarantineItem.message == msg).exists():
+            return
         QuarantineItem.create(message=msg, kind=kind, reason=_clip(reason, 1000))
         msg.status = "quarantined"
         msg.save()
