@@ -612,3 +612,19 @@ def test_visible_keeps_ascii_and_ordinary_text():
     assert features.visible("plain ascii") == "plain ascii"
     assert features.visible("Grüße, 東京 — ok") == "Grüße, 東京 — ok"
     assert features.visible("a\u200bb\u00adc") == "abc"
+
+
+def test_look_alike_letters_read_as_latin(compiled, fast_features):
+    head = "Content-Type: text/plain; charset=utf-8\r\nSubject: "
+    plain = head + "cheap pills\r\n\r\nbuy cheap viagra now at a low price\r\n"
+    # Cyrillic а е о р с і, Greek ο ν, fullwidth Ｆ.
+    hidden = head + "\u0441he\u0430p pills\r\n\r\nbuy \u0441h\u0435ap " \
+                    "\u03bd\u0456agr\u0430 n\u03bfw at a l\u043ew " \
+                    "\u0440ri\u0441e\r\n"
+    expected = tokenize_py.hash_segments(features.segments(parse(plain.encode())),
+                                         ts.Options())
+    for impl, step in ((tokenize_py, features), (compiled, fast_features)):
+        got = impl.hash_segments(step.segments(parse(hidden.encode())),
+                                 ts.Options())
+        assert sorted(got) == sorted(expected)
+    assert features.visible("\uff26\uff32\uff25\uff25") == "FREE"

@@ -95,11 +95,38 @@ _INVISIBLE_RE = re.compile(
     "\U000e0000-\U000e0fff]")
 
 
+# Cyrillic, Greek and fullwidth letters drawn like Latin ones, as Latin:
+# "vіаgrа" with Cyrillic і and а reads as viagra but shares no token with
+# it (a held spam went from 0.99999988 to 0.94, delivered untagged). Text
+# really written in those scripts is folded alike in training and scoring,
+# so its words still match each other.
+_LOOKALIKES = str.maketrans(
+    # Cyrillic
+    "\u0430\u0435\u043e\u0440\u0441\u0443\u0445\u0456\u0458\u0455\u0501"
+    "\u04bb\u051b\u051d\u0410\u0412\u0415\u041a\u041c\u041d\u041e\u0420"
+    "\u0421\u0422\u0425\u0406\u0408\u0405\u050c"
+    # Greek
+    "\u03b1\u03bf\u03c1\u03bd\u03b9\u03c5\u03ba\u03c4\u03c7\u0391\u0392"
+    "\u0395\u0396\u0397\u0399\u039a\u039c\u039d\u039f\u03a1\u03a4\u03a5"
+    "\u03a7",
+    "aeopcyxijsdhqwABEKMHOPCTXIJSG"
+    "aopviuktxABEZHIKMNOPTYX")
+_LOOKALIKES.update({code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)})
+# Finds whether there is anything to fold: a scan in C, where translate
+# looks up every character of a text (0.05 ms a message on the corpus).
+_LOOKALIKE_RE = re.compile(
+    "[" + "".join(chr(code) for code in sorted(_LOOKALIKES)) + "]")
+
+
 def visible(text: str) -> str:
-    """``text`` without the characters a reader cannot see."""
+    """``text`` as a reader sees it: without the characters drawn as
+    nothing, and with look-alike letters of other scripts as Latin ones."""
     if text.isascii():
         return text
-    return _INVISIBLE_RE.sub("", text)
+    text = _INVISIBLE_RE.sub("", text)
+    if _LOOKALIKE_RE.search(text):
+        text = text.translate(_LOOKALIKES)
+    return text
 
 
 def _enc(text: str) -> bytes:
