@@ -41,10 +41,12 @@ learned since the last load) unless rows may have been removed (``epoch``
 changed by expiry or restore), which needs a full reload.
 
 Probability to points (``points``): piecewise linear through
-(0, -1.5), (0.01, -1.0), (unsure_low, 0), (unsure_high, 2.0), (0.99, 4.0),
+(0, -1.5), (0.01, -1.0), (unsure_low, 0), (unsure_high, 3.0), (0.99, 4.0),
 (0.999, 6.0) and (1, 7.0). Sure ham gets a small bonus, the unsure band
-almost nothing, and only a very sure spam verdict alone reaches the default
-quarantine level of 6.
+less than the default tag level, a spam verdict at least that level (so a
+message Bayes calls spam is tagged: the figures of bench/bayes.py are what
+the gateway does), and only a very sure spam verdict alone reaches the
+default quarantine level of 6.
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ def sigmoid(z: float) -> float:
 
 def points(probability: float, low: float = 0.2, high: float = 0.9) -> float:
     """The score contribution of a spam probability (see the module text)."""
-    knots = ((0.0, -1.5), (0.01, -1.0), (low, 0.0), (high, 2.0),
+    knots = ((0.0, -1.5), (0.01, -1.0), (low, 0.0), (high, 3.0),
              (0.99, 4.0), (0.999, 6.0), (1.0, 7.0))
     probability = min(max(probability, 0.0), 1.0)
     for (x0, y0), (x1, y1) in zip(knots, knots[1:]):
