@@ -337,9 +337,9 @@ SCHEMA: tuple[Key, ...] = (
         "Bayes OSB window: each word is paired with the window-1 words before "
         "it (1 or 0: single words only; at most 8)."),
     Key("bayes_max_tokens", _nonneg_int, 40000,
-        "Most tokens (pairs included) taken from one message; each text part "
-        "gets a fair share of them and a long text is read at its start and "
-        "its last 16,000 characters."),
+        "Most tokens (pairs included) taken from one message, 1000 to "
+        "10,000,000; each text part gets a fair share of them and a long text "
+        "is read at its start and its last 16,000 characters."),
     Key("bayes_method", _choice("split", "chi", "logistic", "both", "mix", "ngram"),
         "mix",
         "How Bayes combines token evidence: mix (split, ngram and the "
@@ -444,6 +444,10 @@ def _parse_one(name: str, raw: Any, where: str) -> Any:
 
 # The longest expiry age: a century of days (a day number stays small).
 MAX_EXPIRE_DAYS = 36500
+# bayes_max_tokens: fewer leaves no room for the body beside the header
+# (0 left the filter with its 4-gram voice alone); more only costs memory.
+MIN_TOKENS = 1000
+MAX_TOKENS = 10_000_000
 
 
 def _check_together(values: dict[str, Any], sources: dict[str, str]) -> None:
@@ -468,6 +472,13 @@ def _check_together(values: dict[str, Any], sources: dict[str, str]) -> None:
         raise ConfigError(f"{pair('bayes_autolearn_spam', 'bayes_unsure_high')}: "
                           "spam is learned only from messages called spam, so the "
                           "autolearn level must not be below the unsure band")
+    if values["spam_tag_level"] > values["spam_quarantine_level"]:
+        raise ConfigError(f"{pair('spam_tag_level', 'spam_quarantine_level')}: "
+                          "a message is tagged before it is quarantined, so the "
+                          "tag level must not be above the quarantine level")
+    if not MIN_TOKENS <= values["bayes_max_tokens"] <= MAX_TOKENS:
+        raise ConfigError(f"{one('bayes_max_tokens')}; allowed: {MIN_TOKENS} to "
+                          f"{MAX_TOKENS} (the header alone takes a few hundred)")
     if values["bayes_bigrams"] > 8:
         raise ConfigError(f"{one('bayes_bigrams')}; allowed: a whole number "
                           "from 0 to 8")

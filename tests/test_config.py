@@ -70,6 +70,9 @@ def test_numbers_that_compare_false_or_make_no_sense_are_refused(name, value):
      ("bayes_autolearn_ham", "bayes_unsure_low")),
     ({"PORTCULLIS_BAYES_EXPIRE_DAYS": "99999999"}, ("bayes_expire_days",)),
     ({"PORTCULLIS_BAYES_BIGRAMS": "9"}, ("bayes_bigrams",)),
+    ({"PORTCULLIS_BAYES_MAX_TOKENS": "0"}, ("bayes_max_tokens",)),
+    ({"PORTCULLIS_SPAM_TAG_LEVEL": "8"}, ("spam_tag_level",
+                                          "spam_quarantine_level")),
 ])
 def test_checks_across_keys_name_where_each_value_came_from(tmp_path, environ,
                                                             names):
