@@ -38,6 +38,14 @@ def settings(tmp_path):
         "bayes_autolearn": False, "bayes_reload_seconds": 0})
 
 
+@pytest.fixture(autouse=True)
+def small_batches_fit_ngrams(monkeypatch):
+    """These tests learn a handful of messages and look at how the 4-gram
+    weights are fitted and stored; the gateway fits them only on batches of
+    training.NGRAM_MIN_BATCH (test_one_message_leaves_the_ngrams_alone)."""
+    monkeypatch.setattr(training, "NGRAM_MIN_BATCH", 1)
+
+
 @pytest.fixture
 def ngram_heard(monkeypatch):
     """Let mix hear the 4-gram voice on the few messages a test learns."""
@@ -637,3 +645,26 @@ def test_interleave_keeps_the_proportion_and_drains_the_longer():
     assert "".join(mixed) == "abaaabaa"
     assert "".join(training._interleave(iter(""), 0, iter("bbb"), 3)) == "bbb"
     assert "".join(training._interleave(iter("aa"), 9, iter("b"), 1)) == "aba"
+
+
+def test_one_message_leaves_the_ngrams_alone(database, settings, monkeypatch):
+    monkeypatch.setattr(training, "NGRAM_MIN_BATCH",
+                        training.FEW_MESSAGES + 1)  # the gateway's own
+    learner = training.Learner(tokenizer.options(settings))
+    for i in range(15):
+        learner.add(message(f"meeting {i}", f"agenda review number {i} build"),
+                    False)
+        learner.add(message(f"pills {i}", f"cheap viagra offer {i} prize"), True)
+    learner.flush()
+    version = store.ngram_version()
+    weights, _ = store.load_ngram(1 << ngram.BITS)
+    assert version == 1
+
+    # A "not spam" click: the counts and token weights learn it, the 4-gram
+    # weights stay, since one message's step would move every common 4-gram.
+    probe = message("cheap pills 99", "cheap viagra offer prize")
+    before = store.stats()["ham_messages"]
+    assert training.learn(probe, False, settings)
+    assert store.stats()["ham_messages"] == before + 1
+    assert store.ngram_version() == version
+    assert store.load_ngram(1 << ngram.BITS)[0] == weights

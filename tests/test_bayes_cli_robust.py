@@ -29,6 +29,14 @@ def run(conf, *args):
     return bayes_cli(conf, *args, timeout=120)
 
 
+@pytest.fixture(autouse=True)
+def small_batches_fit_ngrams(monkeypatch):
+    """These tests learn a handful of messages and look at how the 4-gram
+    weights are fitted and stored; the gateway fits them only on batches of
+    training.NGRAM_MIN_BATCH (test_one_message_leaves_the_ngrams_alone)."""
+    monkeypatch.setattr(training, "NGRAM_MIN_BATCH", 1)
+
+
 def db_path(settings) -> str:
     return settings.database_url[len("sqlite:///"):]
 

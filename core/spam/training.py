@@ -75,6 +75,13 @@ FEW_MESSAGES = 20
 # both gave 1 and 0. One or a few messages (the quarantine's buttons,
 # autolearn) are train-on-error steps and are fitted as before.
 ONE_KIND_MAX = FEW_MESSAGES
+# Fewer messages than this in a batch leave the 4-gram weights as they are
+# (their counts and token weights are learned). A step on one message moves
+# every bucket it has, the common 4-grams of all mail among them, and no
+# message of the other kind in the batch pulls those back: one "not spam"
+# click on a quarantined spam let 13 of 100 held-out spam through clean
+# (96 were quarantined before, 77 after).
+NGRAM_MIN_BATCH = FEW_MESSAGES + 1
 # Starts of files that are surely no mail: gzip, bzip2, xz, zstd, zip, ELF,
 # PDF, PNG, JPEG.
 BINARY_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd",
@@ -163,6 +170,7 @@ class _Plan:
     marks: dict[str, bool] = dataclasses.field(default_factory=dict)
     learned: list[tuple] = dataclasses.field(default_factory=list)
     fitted: list[tuple] = dataclasses.field(default_factory=list)  # see _plan
+    one_kind: bool = False  # no weights fitted: one kind alone (ONE_KIND_MAX)
     nham: int = 0
     nspam: int = 0
     skipped: int = 0
@@ -328,9 +336,14 @@ class Learner:
         # by one kind alone (more than a few, so that one message learned
         # again from the quarantine moves nothing).
         refit = not plan.learned and len(again) > ONE_KIND_MAX
-        if (plan.learned or refit) and _fits(plan.fitted):
-            for token, weight in self.fit(plan.fitted).items():
-                deltas.setdefault(token, [0, 0]).append(weight)
+        if not (plan.learned or refit):
+            return plan
+        if not _fits(plan.fitted):
+            plan.one_kind = True
+            return plan
+        for token, weight in self.fit(plan.fitted).items():
+            deltas.setdefault(token, [0, 0]).append(weight)
+        if len(plan.fitted) >= NGRAM_MIN_BATCH:
             start, plan.keep = self._start_weights()
             plan.weights = self.fit_ngram(plan.fitted, start)
         return plan
@@ -349,7 +362,7 @@ class Learner:
                 # Another process stored 4-gram weights: fit on top of them.
                 stored, _ = store.load_ngram(1 << ngram.BITS)
                 plan.weights = self.fit_ngram(plan.fitted, stored)
-            if plan.learned or plan.weights is not None:
+            if plan.learned or plan.deltas or plan.weights is not None:
                 store.apply(plan.deltas, plan.nham, plan.nspam)
                 store.mark_seen(plan.marks)
                 if plan.weights is not None:
@@ -375,11 +388,11 @@ class Learner:
             self.failed += len(batch)
             raise
 
-        if plan.learned and plan.weights is None:
+        if plan.one_kind:
             self.unfitted += len(plan.learned)
         if plan.weights is not None and plan.keep is not None:
             plan.keep(plan.weights, plan.version)
-        if (plan.learned or plan.weights is not None) and self.on_write is not None:
+        if self.on_write is not None and (plan.learned or plan.deltas):
             self.on_write(plan.deltas, plan.nham, plan.nspam)
         changed = len(plan.learned)
         self.skipped += plan.skipped
