@@ -13,6 +13,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Callable
@@ -99,9 +100,11 @@ def _clamd_address(value: Any) -> str:
     if text.startswith("unix:") and len(text) > 5 or text.startswith("/"):
         return text
     try:
-        _hostport(text)
+        host, _ = _hostport(text)
     except ValueError:
         raise ValueError("unix:/path/to/socket or host:port") from None
+    if "/" in host:  # "tcp://127.0.0.1:3310" split at its last colon
+        raise ValueError("unix:/path/to/socket or host:port (no scheme)")
     if not text:
         raise ValueError("unix:/path/to/socket or host:port")
     return text
@@ -166,14 +169,31 @@ def _dns_servers(value: Any) -> tuple[str, ...]:
     return servers
 
 
+# A host or domain name (RFC 1123 labels), a relay domain also as
+# "*.example.com"; anything else ('"example.com"', 'example.com;', a JSON
+# list pasted into a variable) was taken as a domain no mail ever has.
+_NAME_RE = re.compile(r"(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*"
+                      r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
+
+
 def _domains(value: Any) -> tuple[str, ...]:
     domains = []
     for item in _list(value):
         domain = item.lower().rstrip(".")
-        if not domain or "@" in domain or " " in domain:
+        if len(domain) > 253 or not _NAME_RE.fullmatch(domain):
             raise ValueError(f"domain names; {item!r} is not one")
         domains.append(domain)
     return tuple(domains)
+
+
+def _hostname(value: Any) -> str:
+    # It goes into the banner and Received lines: a CR or LF in it would
+    # end a protocol line early.
+    name = _str(value).strip().rstrip(".")
+    if name and (len(name) > 253 or name.startswith("*")
+                 or not _NAME_RE.fullmatch(name.lower())):
+        raise ValueError("a host name such as mx.example.com, or empty")
+    return name
 
 
 def _networks(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -253,7 +273,7 @@ SCHEMA: tuple[Key, ...] = (
         "relative path is taken from the folder the command runs in."),
     Key("database_url", _str, "",
         "peewee database URL; empty means sqlite:///<data_dir>/portcullis.db."),
-    Key("hostname", _str, "",
+    Key("hostname", _hostname, "",
         "Name in the SMTP banner and in Received headers; empty: the host name."),
     Key("log_level", _choice("debug", "info", "warning", "error"), "info",
         "Lowest level written to the log."),

@@ -88,3 +88,28 @@ def test_checks_across_keys_name_where_each_value_came_from(tmp_path, environ,
         assert str(conf) in text
     else:
         assert str(conf) not in text
+
+
+@pytest.mark.parametrize("name,value", [
+    ("hostname", "mx.example.com\r\nX-Injected: yes"),
+    ("hostname", "mx example com"),
+    ("relay_domains", '["example.com"]'),
+    ("relay_domains", '"example.com"'),
+    ("relay_domains", "example.com;"),
+    ("clamd", "tcp://127.0.0.1:3310"),
+])
+def test_names_that_are_no_names_are_refused(name, value):
+    variable = f"PORTCULLIS_{name.upper()}"
+    with pytest.raises(config.ConfigError) as err:
+        config.load(None, environ={variable: value})
+    assert name in str(err.value) and variable in str(err.value)
+
+
+def test_ordinary_names_pass():
+    settings = config.load(None, environ={
+        "PORTCULLIS_HOSTNAME": "mx1.example.com",
+        "PORTCULLIS_RELAY_DOMAINS": "*.example.com,example.org,xn--bcher-kva.de",
+        "PORTCULLIS_CLAMD": "127.0.0.1:3310"})
+    assert settings.hostname == "mx1.example.com"
+    assert settings.relay_domains == ("*.example.com", "example.org",
+                                      "xn--bcher-kva.de")
