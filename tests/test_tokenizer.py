@@ -628,3 +628,15 @@ def test_look_alike_letters_read_as_latin(compiled, fast_features):
                                  ts.Options())
         assert sorted(got) == sorted(expected)
     assert features.visible("\uff26\uff32\uff25\uff25") == "FREE"
+
+
+def test_compiled_cleaning_sees_every_character_the_twin_changes(fast_features):
+    # The compiled step checks a superset of ranges in C before calling
+    # features.visible; a character added to tokenspec.INVISIBLE or the
+    # look-alikes outside that superset would slip past it.
+    codes = [code for first, last in ts.INVISIBLE
+             for code in range(first, last + 1)]
+    codes += sorted(features._LOOKALIKES)
+    for code in codes:
+        for text in (f"ab{chr(code)}cd", f"\u0100{chr(code)}", chr(code)):
+            assert fast_features.clean(text) == features.visible(text), hex(code)

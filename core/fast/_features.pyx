@@ -91,6 +91,8 @@ cdef bint _may_change(object text):
     for i in range(len(text)):
         c = PyUnicode_READ(kind, data, i)
         if c < 0x34F:
+            if c == 0xAD:
+                return True
             continue
         if (c <= 0x61C or 0x115F <= c <= 0x180F or 0x200B <= c <= 0x206F
                 or c == 0x3164 or 0xFE00 <= c <= 0xFFF8 or c >= 0x1BCA0):
